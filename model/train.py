@@ -1,0 +1,159 @@
+"""Offline training: AdamW, cross-entropy on both heads, early stopping on validation.
+
+The category head is trained by the negative log-likelihood of the pointer-generator
+mixture; the item head by full-softmax cross-entropy, or by sampled softmax (uniform
+negatives, accidental hits masked) once the item vocabulary exceeds
+``full_softmax_max_items``. Model selection uses the protocol's validation NDCG@10.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from model.batching import Piece, batches_by_length, pad_batch, pieces_for
+from model.checkpoint import Checkpoint
+from model.config import ModelConfig
+from model.data import EventLog
+from model.evaluate import validation_score
+from model.splits import TRAIN, SplitSpec, before_test
+from model.transformer import NEG_INF, InterestTransformer
+from model.vocab import OOV_ID, PAD_ID, TokenSequence, Tokenizer
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings; the defaults are the ones every shipped result uses."""
+
+    epochs: int = 200
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    patience: int = 10
+    max_outputs: int = 200
+    item_min_count: int = 2
+    category_loss_weight: float = 1.0
+    item_loss_weight: float = 1.0
+    full_softmax_max_items: int = 50_000
+    sampled_negatives: int = 2048
+    max_minutes: float | None = None
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Checkpoint
+    history: list[dict[str, float]]
+
+
+def training_pieces(log: EventLog, split: SplitSpec, max_outputs: int, context: int) -> list[Piece]:
+    """Pieces whose outputs predict the training-phase events (a prefix of each user)."""
+    pieces = []
+    for s, user in enumerate(log.users):
+        n_train = int(np.sum(split.phases(user) == TRAIN))
+        pieces.extend(pieces_for(s, 0, n_train - 1, max_outputs, context))
+    return pieces
+
+
+def _targets(tokens: Sequence[TokenSequence], pieces: Sequence[Piece], length: int) -> tuple[torch.Tensor, ...]:
+    """Next-event category and item ids per input position, and the mask of wanted outputs."""
+    categories = np.zeros((len(pieces), length), dtype=np.int64)
+    items = np.zeros((len(pieces), length), dtype=np.int64)
+    mask = np.zeros((len(pieces), length), dtype=bool)
+    for row, piece in enumerate(pieces):
+        seq = tokens[piece.sequence]
+        n = piece.length
+        categories[row, :n] = seq.categories[piece.input_start + 1 : piece.stop + 1]
+        items[row, :n] = seq.items[piece.input_start + 1 : piece.stop + 1]
+        mask[row, piece.first_output - piece.input_start : n] = True
+    return torch.from_numpy(categories), torch.from_numpy(items), torch.from_numpy(mask)
+
+
+def item_loss(model: InterestTransformer, hidden: torch.Tensor, targets: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    known = targets != OOV_ID
+    hidden, targets = hidden[known], targets[known]
+    if len(targets) == 0:
+        return hidden.sum() * 0.0
+    n_items = model.config.n_items
+    if n_items <= config.full_softmax_max_items:
+        logits = model.item_logits(hidden)
+        logits[:, PAD_ID] = NEG_INF
+        logits[:, OOV_ID] = NEG_INF
+        return F.cross_entropy(logits, targets)
+    negatives = torch.randint(OOV_ID + 1, n_items, (config.sampled_negatives,))
+    positive = (hidden * model.item_embedding(targets)).sum(-1) + model.item_bias[targets]
+    negative = model.item_logits(hidden, negatives).masked_fill(negatives[None, :] == targets[:, None], NEG_INF)
+    logits = torch.cat([positive[:, None], negative], dim=1)
+    return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long))
+
+
+def train(
+    log: EventLog,
+    split: SplitSpec,
+    model_config: dict[str, object] | None = None,
+    config: TrainConfig = TrainConfig(),
+    progress: bool = True,
+) -> TrainResult:
+    """Train on ``log`` under ``split``; returns the best-on-validation checkpoint."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    tokenizer = Tokenizer.build(before_test(log, split), item_min_count=config.item_min_count)
+    model_settings = ModelConfig(n_items=len(tokenizer.items), n_categories=len(tokenizer.categories))
+    model_settings = replace(model_settings, **(model_config or {}))
+    model = InterestTransformer(model_settings)
+    tokens = [tokenizer.encode(user) for user in log.users]
+    pieces = training_pieces(log, split, config.max_outputs, model_settings.receptive_field - 1)
+    if not pieces:
+        raise ValueError(f"{log.name}: no training events under split {split}")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    checkpoint = Checkpoint(
+        model=model,
+        tokenizer=tokenizer,
+        split=split,
+        dataset=log.name,
+        data_format=log.format,
+        training={**asdict(config), "n_train_pieces": len(pieces)},
+    )
+    history: list[dict[str, float]] = []
+    best_score, best_state, best_epoch = -1.0, copy.deepcopy(model.state_dict()), 0
+    started = time.monotonic()
+    bar = tqdm(range(1, config.epochs + 1), desc=f"train {log.name}", unit="epoch", disable=not progress)
+    for epoch in bar:
+        model.train()
+        total, count = 0.0, 0
+        for group in batches_by_length(pieces, config.batch_size, rng):
+            batch = pad_batch(tokens, group)
+            category_targets, item_targets, mask = _targets(tokens, group, batch.shape[1])
+            hidden = model.hidden(batch)
+            category_nll = -model.category_target_log_prob(hidden, batch, category_targets, mask).mean()
+            loss = config.category_loss_weight * category_nll + config.item_loss_weight * item_loss(
+                model, hidden[mask], item_targets[mask], config
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * int(mask.sum())
+            count += int(mask.sum())
+        validation = validation_score(checkpoint, log, tokens)
+        record = {"epoch": epoch, "loss": round(total / count, 5), **{f"val_{k}": v for k, v in validation.items()}}
+        history.append(record)
+        if validation["ndcg@10"] > best_score:
+            best_score, best_state, best_epoch = validation["ndcg@10"], copy.deepcopy(model.state_dict()), epoch
+        bar.set_postfix(loss=record["loss"], val_ndcg10=validation["ndcg@10"], best=best_epoch)
+        out_of_time = config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes
+        if epoch - best_epoch >= config.patience or out_of_time:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    checkpoint.training.update(
+        {"best_epoch": best_epoch, "epochs_run": len(history), "seconds": round(time.monotonic() - started, 1)}
+    )
+    checkpoint.metrics = {"validation": {k[4:]: v for k, v in history[best_epoch - 1].items() if k.startswith("val_")}}
+    return TrainResult(checkpoint, history)

@@ -1,0 +1,244 @@
+"""A causal Transformer over event sequences whose every output is streaming-exact.
+
+Each event is embedded as item + category + behaviour + time-gap. Pre-LayerNorm blocks
+use rotary position encoding and attend over a sliding window of ``window`` events, so the
+output at event ``t`` depends only on events ``t - receptive_field + 1 .. t``. Two heads:
+
+* next-category: a pointer-generator mixture. A generator softmax over all categories is
+  mixed, through a learned gate, with a copy distribution: attention from the current
+  state to the categories of the last ``copy_window`` events, with a learned per-offset
+  recency bias. Repeat behaviour dominates real clickstreams; this lets the model copy.
+  The mixture is the user's *interest distribution*.
+* next-item: scores against the (tied) item embeddings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model.config import ModelConfig
+from model.vocab import OOV_ID, PAD_ID
+
+NEG_INF = float("-inf")
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """Right-padded token ids, each ``(batch, time)``, and each row's absolute start position."""
+
+    items: Tensor
+    categories: Tensor
+    behaviors: Tensor
+    gaps: Tensor
+    start_positions: Tensor
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.items.shape)  # type: ignore[return-value]
+
+
+def rotary_tables(positions: Tensor, head_dim: int, base: float) -> tuple[Tensor, Tensor]:
+    """cos/sin tables for absolute ``positions`` (any shape), computed in float64.
+
+    Angles are formed in double precision so that a position of a million events is as
+    accurate as position zero; the incremental engine relies on that.
+    """
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = positions.to(torch.float64)[..., None] * inv_freq
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos().to(torch.float32), angles.sin().to(torch.float32)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+def band_mask(length: int, window: int, device: torch.device | None = None) -> Tensor:
+    """Boolean ``(length, length)`` mask: query ``t`` may see key ``s`` iff ``0 <= t - s < window``."""
+    offsets = torch.arange(length, device=device)[:, None] - torch.arange(length, device=device)[None, :]
+    return (offsets >= 0) & (offsets < window)
+
+
+class SlidingWindowAttention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.head_dim = config.d_model // config.n_heads
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.out = nn.Linear(config.d_model, config.d_model)
+        self.dropout = config.dropout
+
+    def project(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``x (B, T, d)`` -> rotated q, rotated k and v, each ``(B, heads, T, head_dim)``."""
+        batch, length, _ = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
+
+    def merge(self, heads: Tensor) -> Tensor:
+        """``(B, heads, T, head_dim)`` -> ``(B, T, d)`` through the output projection."""
+        batch, _, length, _ = heads.shape
+        return self.out(heads.transpose(1, 2).reshape(batch, length, -1))
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
+        q, k, v = self.project(x, cos, sin)
+        dropout = self.dropout if self.training else 0.0
+        return self.merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.ln_attn = nn.LayerNorm(config.d_model)
+        self.attn = SlidingWindowAttention(config)
+        self.ln_ffn = nn.LayerNorm(config.d_model)
+        self.ffn = nn.Sequential(
+            nn.Linear(config.d_model, config.d_ff),
+            nn.GELU(),
+            nn.Linear(config.d_ff, config.d_model),
+        )
+        self.dropout = nn.Dropout(config.dropout)
+
+    def feed_forward(self, x: Tensor) -> Tensor:
+        return x + self.dropout(self.ffn(self.ln_ffn(x)))
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
+        x = x + self.dropout(self.attn(self.ln_attn(x), cos, sin, mask))
+        return self.feed_forward(x)
+
+
+class InterestTransformer(nn.Module):
+    """The interest model. See the module docstring for the architecture.
+
+    >>> _ = torch.manual_seed(0)
+    >>> config = ModelConfig(n_items=20, n_categories=6, d_model=16, n_heads=2, d_ff=32, window=4, copy_window=4)
+    >>> model = InterestTransformer(config).eval()
+    >>> ids = torch.tensor([[2, 3, 4]])
+    >>> batch = TokenBatch(ids, ids % 6, torch.full_like(ids, 2), torch.ones_like(ids), torch.zeros(1, dtype=torch.long))
+    >>> probs = model.category_probs(model.hidden(batch), batch)
+    >>> tuple(probs.shape), round(float(probs.sum(-1)[0, -1]), 5)
+    ((1, 3, 6), 1.0)
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.item_embedding = nn.Embedding(config.n_items, d, padding_idx=PAD_ID)
+        self.category_embedding = nn.Embedding(config.n_categories, d, padding_idx=PAD_ID)
+        self.behavior_embedding = nn.Embedding(config.n_behaviors, d, padding_idx=PAD_ID)
+        self.gap_embedding = nn.Embedding(config.n_gap_buckets, d)
+        self.embedding_norm = nn.LayerNorm(d)
+        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.final_norm = nn.LayerNorm(d)
+        self.category_head = nn.Linear(d, config.n_categories)
+        self.item_bias = nn.Parameter(torch.zeros(config.n_items))
+        self.copy_query = nn.Linear(d, d)
+        self.copy_key = nn.Linear(d, d)
+        # Prior: a recent event is more likely to repeat than an old one; training adjusts it.
+        self.copy_recency = nn.Parameter(-torch.log1p(torch.arange(config.copy_window, dtype=torch.float32)))
+        self.copy_gate = nn.Linear(d, 1)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+
+    # --- per-event pieces, shared with the incremental engine -------------------------
+
+    def embed(self, items: Tensor, categories: Tensor, behaviors: Tensor, gaps: Tensor) -> Tensor:
+        x = (
+            self.item_embedding(items)
+            + self.category_embedding(categories)
+            + self.behavior_embedding(behaviors)
+            + self.gap_embedding(gaps)
+        )
+        return self.embedding_dropout(self.embedding_norm(x))
+
+    def copy_keys(self, categories: Tensor, behaviors: Tensor) -> Tensor:
+        """Pointer keys of past events, from their category and behaviour alone."""
+        return self.copy_key(self.category_embedding(categories) + self.behavior_embedding(behaviors))
+
+    def rotary(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        return rotary_tables(positions, self.config.d_model // self.config.n_heads, self.config.rope_base)
+
+    # --- full forward over right-padded sequences -------------------------------------
+
+    def hidden(self, batch: TokenBatch) -> Tensor:
+        """Final hidden states ``(B, T, d)``; position ``t`` summarises events ``<= t``."""
+        _, length = batch.shape
+        positions = batch.start_positions[:, None] + torch.arange(length, device=batch.items.device)
+        cos, sin = self.rotary(positions)
+        cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
+        mask = band_mask(length, self.config.window, batch.items.device)
+        x = self.embed(batch.items, batch.categories, batch.behaviors, batch.gaps)
+        for block in self.blocks:
+            x = block(x, cos, sin, mask)
+        return self.final_norm(x)
+
+    def copy_attention(self, hidden: Tensor, batch: TokenBatch) -> Tensor:
+        """Pointer weights ``(B, T, T)`` from each position over the last ``copy_window`` events."""
+        _, length = batch.shape
+        window = self.config.copy_window
+        query = self.copy_query(hidden)
+        keys = self.copy_key(hidden) + self.copy_keys(batch.categories, batch.behaviors)
+        scores = query @ keys.transpose(1, 2) / math.sqrt(query.shape[-1])
+        offsets = torch.arange(length, device=hidden.device)[:, None] - torch.arange(length, device=hidden.device)
+        inside = (offsets >= 0) & (offsets < window)
+        recency = self.copy_recency[offsets.clamp(0, window - 1)]
+        scores = torch.where(inside, scores + recency, NEG_INF)
+        return scores.softmax(dim=-1)
+
+    def generator_log_probs(self, hidden: Tensor) -> Tensor:
+        logits = self.category_head(hidden)
+        logits[..., PAD_ID] = NEG_INF
+        return logits.log_softmax(dim=-1)
+
+    def category_probs(self, hidden: Tensor, batch: TokenBatch) -> Tensor:
+        """The interest distribution ``(B, T, n_categories)`` after each event."""
+        gate = torch.sigmoid(self.copy_gate(hidden))
+        attention = self.copy_attention(hidden, batch)
+        index = batch.categories[:, None, :].expand_as(attention)
+        copied = torch.zeros(*attention.shape[:2], self.config.n_categories, device=hidden.device)
+        copied.scatter_add_(2, index, attention)
+        return gate * self.generator_log_probs(hidden).exp() + (1 - gate) * copied
+
+    def category_target_log_prob(self, hidden: Tensor, batch: TokenBatch, targets: Tensor, mask: Tensor) -> Tensor:
+        """``log p(target)`` under the mixture at the ``mask``ed positions, ``(N,)``.
+
+        Only the selected positions pay for the softmax over all categories.
+        """
+        selected = hidden[mask]
+        gate = torch.sigmoid(self.copy_gate(selected)).squeeze(-1)
+        attention = self.copy_attention(hidden, batch)[mask]
+        targets = targets[mask]
+        copied = (attention * (batch.categories[mask.nonzero()[:, 0]] == targets[:, None])).sum(-1)
+        generated = self.generator_log_probs(selected).gather(-1, targets[:, None]).squeeze(-1).exp()
+        return torch.log(gate * generated + (1 - gate) * copied + 1e-9)
+
+    def item_logits(self, hidden: Tensor, item_ids: Tensor | None = None) -> Tensor:
+        """Scores over all items, or over ``item_ids`` only (for sampled softmax)."""
+        if item_ids is None:
+            return hidden @ self.item_embedding.weight.T + self.item_bias
+        return hidden @ self.item_embedding.weight[item_ids].T + self.item_bias[item_ids]
+
+
+def rankable(scores: Tensor) -> Tensor:
+    """Mask the padding and OOV ids so that they are never recommended."""
+    scores = scores.clone()
+    scores[..., PAD_ID] = NEG_INF
+    scores[..., OOV_ID] = NEG_INF
+    return scores
