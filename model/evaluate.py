@@ -27,7 +27,7 @@ from model.baselines import DecayedFrequency, Markov, MostFrequent, Popularity, 
 from model.checkpoint import Checkpoint
 from model.data import EventLog
 from model.metrics import PerPrediction, bootstrap_difference, target_ranks
-from model.predict import score_outputs
+from model.predict import Scored, score_outputs
 from model.splits import TEST, TRAIN, VALIDATION, SplitSpec
 from model.transformer import NEG_INF
 from model.vocab import OOV_ID, PAD_ID, TokenSequence, Vocabulary
@@ -70,29 +70,52 @@ def evaluate_transformer(
     protocol: Protocol,
     tokens: Sequence[TokenSequence] | None = None,
 ) -> PerPrediction:
-    """Rank of every ``phase`` target under the model, ordered by (user, event)."""
+    """Rank of every ``phase`` target under the model, ordered by (user, event).
+
+    A category outside the model's vocabulary can still be predicted through the copy
+    head: the mass copied from events of that raw category is credited to it.
+    """
     tokenizer = checkpoint.tokenizer
     tokens = tokens if tokens is not None else [tokenizer.encode(u) for u in log.users]
     positions = target_positions(log, checkpoint.split, phase)
     vocabulary = tokenizer.categories if protocol.level == "category" else tokenizer.items
     raw = raw_tokens(log, protocol.level)
     parts = []
-    for sequences, outputs, scores in score_outputs(
-        checkpoint.model, tokens, [p - 1 for p in positions], protocol.level
-    ):
-        scores = scores.astype(np.float64)
+    for scored in score_outputs(checkpoint.model, tokens, [p - 1 for p in positions], protocol.level):
+        scores = scored.scores.astype(np.float64)
         scores[:, PAD_ID] = NEG_INF
         scores[:, OOV_ID] = NEG_INF
-        targets = np.empty(len(outputs), dtype=np.int64)
-        for row, (s, output) in enumerate(zip(sequences, outputs)):
-            targets[row] = vocabulary.encode(raw[s][output + 1])
+        ranks = np.empty(len(scores), dtype=np.int64)
+        for row, (s, output) in enumerate(zip(scored.sequences, scored.outputs)):
+            target_raw = raw[s][output + 1]
+            target = vocabulary.encode(target_raw)
             if protocol.mask_seen:
-                seen = tokens[s].items[: output + 1] if protocol.level == "item" else tokens[s].categories[: output + 1]
-                scores[row, seen] = NEG_INF
-        ranks = target_ranks(scores, targets)
-        ranks[targets == OOV_ID] = scores.shape[1]
-        parts.append((sequences, outputs, ranks))
+                scores[row, tokens[s].items[: output + 1]] = NEG_INF
+            extra = _copied_outside_vocabulary(scored, row, tokens[s].categories, raw[s]) if scored.copy_weights is not None else {}
+            target_score = scores[row, target] if target != OOV_ID else extra.get(target_raw, NEG_INF)
+            if target_score == NEG_INF:
+                ranks[row] = scores.shape[1]
+            else:
+                ranks[row] = int((scores[row] >= target_score).sum()) + sum(v >= target_score for v in extra.values())
+        parts.append((scored.sequences, scored.outputs, ranks))
     return _ordered(parts)
+
+
+def _copied_outside_vocabulary(scored: Scored, row: int, model_ids: np.ndarray, raw: Sequence[str]) -> dict[str, float]:
+    """Copy mass per raw category for the events of ``row``'s window whose category is OOV."""
+    start = int(scored.window_starts[row])
+    weights = scored.copy_weights[row, : output_span(scored, row)]
+    window_ids = model_ids[start : start + len(weights)]
+    extra: dict[str, float] = {}
+    for column in np.flatnonzero((window_ids == OOV_ID) & (weights > 0)):
+        category = raw[start + column]
+        extra[category] = extra.get(category, 0.0) + float(weights[column])
+    return extra
+
+
+def output_span(scored: Scored, row: int) -> int:
+    """How many window events output ``row`` can see: up to and including itself."""
+    return int(scored.outputs[row] - scored.window_starts[row] + 1)
 
 
 def _ordered(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> PerPrediction:

@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 
 from model.batching import Piece, batches_by_length, pad_batch, pieces_for
-from model.transformer import InterestTransformer
+from model.transformer import InterestTransformer, mix
 from model.vocab import TokenSequence
 
 Head = Literal["category", "item"]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Scores of ``N`` wanted outputs.
+
+    ``scores`` are interest probabilities (category head) or logits (item head). For the
+    category head, ``copy_weights[r, c]`` is the mass that output ``r`` copies from event
+    ``window_starts[r] + c``; it lets a caller credit categories outside the vocabulary.
+    """
+
+    sequences: np.ndarray
+    outputs: np.ndarray
+    scores: np.ndarray
+    copy_weights: np.ndarray | None = None
+    window_starts: np.ndarray | None = None
 
 
 @torch.no_grad()
@@ -23,11 +40,10 @@ def score_outputs(
     head: Head,
     batch_size: int = 64,
     max_outputs: int = 256,
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Yield ``(sequence ids, output positions, scores)`` for every wanted output.
+) -> Iterator[Scored]:
+    """Score every wanted output; ``wanted[s]`` lists output positions of sequence ``s``.
 
-    ``wanted[s]`` lists the output positions of sequence ``s`` to score (output ``o`` has
-    seen events ``<= o``). Category scores are interest probabilities; item scores are logits.
+    Output ``o`` has seen events ``<= o`` and predicts event ``o + 1``.
     """
     was_training = model.training
     model.eval()
@@ -41,7 +57,7 @@ def score_outputs(
         for group in batches_by_length(pieces, batch_size):
             batch = pad_batch(tokens, group)
             hidden = model.hidden(batch)
-            rows, columns, sequences, outputs = [], [], [], []
+            rows, columns, sequences, outputs, starts = [], [], [], [], []
             for row, piece in enumerate(group):
                 positions = wanted[piece.sequence]
                 inside = positions[(positions >= piece.first_output) & (positions < piece.stop)]
@@ -49,11 +65,19 @@ def score_outputs(
                 columns.extend(inside - piece.input_start)
                 sequences.extend([piece.sequence] * len(inside))
                 outputs.extend(inside)
+                starts.extend([piece.input_start] * len(inside))
             rows_t, columns_t = torch.tensor(rows), torch.tensor(columns)
             if head == "category":
-                scores = model.category_probs(hidden, batch)[rows_t, columns_t]
+                generated, copy_weights = model.category_mixture(hidden, batch)
+                probs = mix(generated, copy_weights, batch.categories)
+                yield Scored(
+                    np.asarray(sequences),
+                    np.asarray(outputs),
+                    probs[rows_t, columns_t].numpy(),
+                    copy_weights[rows_t, columns_t].numpy(),
+                    np.asarray(starts),
+                )
             else:
-                scores = model.item_logits(hidden[rows_t, columns_t])
-            yield np.asarray(sequences), np.asarray(outputs), scores.numpy()
+                yield Scored(np.asarray(sequences), np.asarray(outputs), model.item_logits(hidden[rows_t, columns_t]).numpy())
     finally:
         model.train(was_training)

@@ -33,7 +33,7 @@ class TrainConfig:
     """Training settings; the defaults are the ones every shipped result uses."""
 
     epochs: int = 200
-    batch_size: int = 128
+    batch_size: int = 64
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
     patience: int = 10
@@ -57,8 +57,8 @@ def training_pieces(log: EventLog, split: SplitSpec, max_outputs: int, context: 
     """Pieces whose outputs predict the training-phase events (a prefix of each user)."""
     pieces = []
     for s, user in enumerate(log.users):
-        n_train = int(np.sum(split.phases(user) == TRAIN))
-        pieces.extend(pieces_for(s, 0, n_train - 1, max_outputs, context))
+        n_targets = int(np.sum(split.phases(user) == TRAIN))
+        pieces.extend(pieces_for(s, 0, n_targets - 1, max_outputs, context))
     return pieces
 
 
@@ -94,6 +94,34 @@ def item_loss(model: InterestTransformer, hidden: torch.Tensor, targets: torch.T
     return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long))
 
 
+def run_epoch(
+    model: InterestTransformer,
+    optimizer: torch.optim.Optimizer,
+    tokens: Sequence[TokenSequence],
+    pieces: Sequence[Piece],
+    config: TrainConfig,
+    rng: np.random.Generator,
+) -> float:
+    """One pass over ``pieces``; returns the mean loss per predicted event."""
+    model.train()
+    total, count = 0.0, 0
+    for group in batches_by_length(pieces, config.batch_size, rng):
+        batch = pad_batch(tokens, group)
+        category_targets, item_targets, mask = _targets(tokens, group, batch.shape[1])
+        hidden = model.hidden(batch)
+        category_nll = -model.category_target_log_prob(hidden, batch, category_targets, mask).mean()
+        loss = config.category_loss_weight * category_nll + config.item_loss_weight * item_loss(
+            model, hidden[mask], item_targets[mask], config
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * int(mask.sum())
+        count += int(mask.sum())
+    model.eval()
+    return total / max(count, 1)
+
+
 def train(
     log: EventLog,
     split: SplitSpec,
@@ -101,18 +129,23 @@ def train(
     config: TrainConfig = TrainConfig(),
     progress: bool = True,
 ) -> TrainResult:
-    """Train on ``log`` under ``split``; returns the best-on-validation checkpoint."""
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
+    """Train on ``log`` under ``split``; returns the best-on-validation checkpoint.
+
+    Epochs run until validation NDCG@10 has not improved for ``patience`` epochs.
+    """
     tokenizer = Tokenizer.build(before_test(log, split), item_min_count=config.item_min_count)
-    model_settings = ModelConfig(n_items=len(tokenizer.items), n_categories=len(tokenizer.categories))
-    model_settings = replace(model_settings, **(model_config or {}))
-    model = InterestTransformer(model_settings)
+    settings = replace(
+        ModelConfig(n_items=len(tokenizer.items), n_categories=len(tokenizer.categories)), **(model_config or {})
+    )
     tokens = [tokenizer.encode(user) for user in log.users]
-    pieces = training_pieces(log, split, config.max_outputs, model_settings.receptive_field - 1)
+    context = settings.receptive_field - 1
+    pieces = training_pieces(log, split, config.max_outputs, context)
     if not pieces:
         raise ValueError(f"{log.name}: no training events under split {split}")
+    torch.manual_seed(config.seed)
+    model = InterestTransformer(settings)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    rng = np.random.default_rng(config.seed)
     checkpoint = Checkpoint(
         model=model,
         tokenizer=tokenizer,
@@ -126,30 +159,16 @@ def train(
     started = time.monotonic()
     bar = tqdm(range(1, config.epochs + 1), desc=f"train {log.name}", unit="epoch", disable=not progress)
     for epoch in bar:
-        model.train()
-        total, count = 0.0, 0
-        for group in batches_by_length(pieces, config.batch_size, rng):
-            batch = pad_batch(tokens, group)
-            category_targets, item_targets, mask = _targets(tokens, group, batch.shape[1])
-            hidden = model.hidden(batch)
-            category_nll = -model.category_target_log_prob(hidden, batch, category_targets, mask).mean()
-            loss = config.category_loss_weight * category_nll + config.item_loss_weight * item_loss(
-                model, hidden[mask], item_targets[mask], config
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * int(mask.sum())
-            count += int(mask.sum())
+        loss = run_epoch(model, optimizer, tokens, pieces, config, rng)
         validation = validation_score(checkpoint, log, tokens)
-        record = {"epoch": epoch, "loss": round(total / count, 5), **{f"val_{k}": v for k, v in validation.items()}}
-        history.append(record)
+        history.append({"epoch": epoch, "loss": round(loss, 5), **{f"val_{k}": v for k, v in validation.items()}})
         if validation["ndcg@10"] > best_score:
             best_score, best_state, best_epoch = validation["ndcg@10"], copy.deepcopy(model.state_dict()), epoch
-        bar.set_postfix(loss=record["loss"], val_ndcg10=validation["ndcg@10"], best=best_epoch)
+        bar.set_postfix(loss=round(loss, 4), val_ndcg10=validation["ndcg@10"], best=best_epoch)
         out_of_time = config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes
         if epoch - best_epoch >= config.patience or out_of_time:
             break
+    bar.close()
     model.load_state_dict(best_state)
     model.eval()
     checkpoint.training.update(

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.config import ModelConfig
-from model.vocab import OOV_ID, PAD_ID
+from model.vocab import PAD_ID
 
 NEG_INF = float("-inf")
 
@@ -121,7 +121,8 @@ class InterestTransformer(nn.Module):
     >>> model = InterestTransformer(config).eval()
     >>> ids = torch.tensor([[2, 3, 4]])
     >>> batch = TokenBatch(ids, ids % 6, torch.full_like(ids, 2), torch.ones_like(ids), torch.zeros(1, dtype=torch.long))
-    >>> probs = model.category_probs(model.hidden(batch), batch)
+    >>> with torch.no_grad():
+    ...     probs = model.category_probs(model.hidden(batch), batch)
     >>> tuple(probs.shape), round(float(probs.sum(-1)[0, -1]), 5)
     ((1, 3, 6), 1.0)
     """
@@ -168,9 +169,9 @@ class InterestTransformer(nn.Module):
         )
         return self.embedding_dropout(self.embedding_norm(x))
 
-    def copy_keys(self, categories: Tensor, behaviors: Tensor) -> Tensor:
-        """Pointer keys of past events, from their category and behaviour alone."""
-        return self.copy_key(self.category_embedding(categories) + self.behavior_embedding(behaviors))
+    def copy_keys(self, batch: TokenBatch) -> Tensor:
+        """Pointer keys of past events, from each event's own tokens (so the receptive field stays bounded)."""
+        return self.copy_key(self.embed(batch.items, batch.categories, batch.behaviors, batch.gaps))
 
     def rotary(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         return rotary_tables(positions, self.config.d_model // self.config.n_heads, self.config.rope_base)
@@ -194,7 +195,7 @@ class InterestTransformer(nn.Module):
         _, length = batch.shape
         window = self.config.copy_window
         query = self.copy_query(hidden)
-        keys = self.copy_key(hidden) + self.copy_keys(batch.categories, batch.behaviors)
+        keys = self.copy_keys(batch)
         scores = query @ keys.transpose(1, 2) / math.sqrt(query.shape[-1])
         offsets = torch.arange(length, device=hidden.device)[:, None] - torch.arange(length, device=hidden.device)
         inside = (offsets >= 0) & (offsets < window)
@@ -207,14 +208,19 @@ class InterestTransformer(nn.Module):
         logits[..., PAD_ID] = NEG_INF
         return logits.log_softmax(dim=-1)
 
+    def category_mixture(self, hidden: Tensor, batch: TokenBatch) -> tuple[Tensor, Tensor]:
+        """The two parts of the interest distribution after each event.
+
+        Returns the generator part ``gate * p_gen``, ``(B, T, n_categories)``, and the copy
+        weights ``(1 - gate) * attention``, ``(B, T, T)``: the mass each output gives to
+        each earlier event's category.
+        """
+        gate = torch.sigmoid(self.copy_gate(hidden))
+        return gate * self.generator_log_probs(hidden).exp(), (1 - gate) * self.copy_attention(hidden, batch)
+
     def category_probs(self, hidden: Tensor, batch: TokenBatch) -> Tensor:
         """The interest distribution ``(B, T, n_categories)`` after each event."""
-        gate = torch.sigmoid(self.copy_gate(hidden))
-        attention = self.copy_attention(hidden, batch)
-        index = batch.categories[:, None, :].expand_as(attention)
-        copied = torch.zeros(*attention.shape[:2], self.config.n_categories, device=hidden.device)
-        copied.scatter_add_(2, index, attention)
-        return gate * self.generator_log_probs(hidden).exp() + (1 - gate) * copied
+        return mix(*self.category_mixture(hidden, batch), batch.categories)
 
     def category_target_log_prob(self, hidden: Tensor, batch: TokenBatch, targets: Tensor, mask: Tensor) -> Tensor:
         """``log p(target)`` under the mixture at the ``mask``ed positions, ``(N,)``.
@@ -236,9 +242,7 @@ class InterestTransformer(nn.Module):
         return hidden @ self.item_embedding.weight[item_ids].T + self.item_bias[item_ids]
 
 
-def rankable(scores: Tensor) -> Tensor:
-    """Mask the padding and OOV ids so that they are never recommended."""
-    scores = scores.clone()
-    scores[..., PAD_ID] = NEG_INF
-    scores[..., OOV_ID] = NEG_INF
-    return scores
+def mix(generated: Tensor, copy_weights: Tensor, categories: Tensor) -> Tensor:
+    """Add each output's copy weights onto the category ids of the events they point at."""
+    return generated.scatter_add(-1, categories[..., None, :].expand_as(copy_weights), copy_weights)
+

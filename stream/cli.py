@@ -25,7 +25,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--t2", help="test start: ISO 8601 with offset or epoch seconds (default: 85%% quantile)")
     parser.add_argument("--epochs", type=int, help="maximum epochs (default 200)")
     parser.add_argument("--patience", type=int, help="epochs without validation gain before stopping (default 10)")
-    parser.add_argument("--batch-size", type=int, help="sequence pieces per step (default 128)")
+    parser.add_argument("--batch-size", type=int, help="sequence pieces per step (default 64)")
     parser.add_argument("--learning-rate", type=float, help="AdamW learning rate (default 1e-3)")
     parser.add_argument("--max-minutes", type=float, help="wall-clock budget for training")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")

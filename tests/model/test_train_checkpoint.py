@@ -87,7 +87,7 @@ def test_corrupt_checkpoints_give_clear_errors(tmp_path, trained) -> None:
     with pytest.raises(CheckpointError, match="corrupt metadata"):
         load_checkpoint(directory)
 
-    with pytest.raises(CheckpointError, match="weights.pt is missing"):
+    with pytest.raises(CheckpointError, match="not a checkpoint .checkpoint.json is missing"):
         load_checkpoint(tmp_path / "nowhere")
 
 
