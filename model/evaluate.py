@@ -91,7 +91,7 @@ def evaluate_transformer(
             target = vocabulary.encode(target_raw)
             if protocol.mask_seen:
                 scores[row, tokens[s].items[: output + 1]] = NEG_INF
-            extra = _copied_outside_vocabulary(scored, row, tokens[s].categories, raw[s]) if scored.copy_weights is not None else {}
+            extra = _copied_outside_vocabulary(scored, row, tokens[s].categories, raw[s])
             target_score = scores[row, target] if target != OOV_ID else extra.get(target_raw, NEG_INF)
             if target_score == NEG_INF:
                 ranks[row] = scores.shape[1]
@@ -102,20 +102,21 @@ def evaluate_transformer(
 
 
 def _copied_outside_vocabulary(scored: Scored, row: int, model_ids: np.ndarray, raw: Sequence[str]) -> dict[str, float]:
-    """Copy mass per raw category for the events of ``row``'s window whose category is OOV."""
+    """Copy mass per raw category for the events of ``row``'s window whose category is OOV.
+
+    Empty for the item head, which does not copy.
+    """
+    if scored.copy_weights is None or scored.window_starts is None:
+        return {}
     start = int(scored.window_starts[row])
-    weights = scored.copy_weights[row, : output_span(scored, row)]
+    visible = int(scored.outputs[row]) - start + 1  # the window up to and including the output itself
+    weights = scored.copy_weights[row, :visible]
     window_ids = model_ids[start : start + len(weights)]
     extra: dict[str, float] = {}
     for column in np.flatnonzero((window_ids == OOV_ID) & (weights > 0)):
         category = raw[start + column]
         extra[category] = extra.get(category, 0.0) + float(weights[column])
     return extra
-
-
-def output_span(scored: Scored, row: int) -> int:
-    """How many window events output ``row`` can see: up to and including itself."""
-    return int(scored.outputs[row] - scored.window_starts[row] + 1)
 
 
 def _ordered(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> PerPrediction:
