@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench-beauty eval-taobao clean
+.PHONY: install test demo bench-beauty bench-engine eval-taobao clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ bench-beauty: install
 	$(BIN)/shiftwatch train --data data/amazon-beauty/Beauty.txt.gz --out checkpoints/beauty --max-minutes 40
 	$(BIN)/shiftwatch evaluate --checkpoint checkpoints/beauty --data data/amazon-beauty/Beauty.txt.gz \
 		--json bench/results/beauty.json --report bench/results/beauty.md
+
+bench-engine: install
+	test -f checkpoints/taobao/checkpoint.json || $(MAKE) eval-taobao
+	$(BIN)/shiftwatch bench engine --checkpoint checkpoints/taobao --json bench/results/engine.json
 
 demo: eval-taobao
 

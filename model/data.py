@@ -20,7 +20,7 @@ import io
 import json
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -111,6 +111,10 @@ class EventLog:
     @property
     def n_events(self) -> int:
         return sum(len(user) for user in self.users)
+
+    def first_users(self, n: int) -> EventLog:
+        """The log restricted to its first ``n`` users (in file order)."""
+        return replace(self, users=self.users[:n])
 
 
 def open_text(path: Path) -> io.TextIOBase:

@@ -56,7 +56,7 @@ def score_outputs(
     try:
         for group in batches_by_length(pieces, batch_size):
             batch = pad_batch(tokens, group)
-            hidden = model.hidden(batch)
+            encoding = model.encode(batch)
             rows, columns, sequences, outputs, starts = [], [], [], [], []
             for row, piece in enumerate(group):
                 positions = wanted[piece.sequence]
@@ -68,7 +68,7 @@ def score_outputs(
                 starts.extend([piece.input_start] * len(inside))
             rows_t, columns_t = torch.tensor(rows), torch.tensor(columns)
             if head == "category":
-                generated, copy_weights = model.category_mixture(hidden, batch)
+                generated, copy_weights = model.category_mixture(encoding)
                 probs = mix(generated, copy_weights, batch.categories)
                 yield Scored(
                     np.asarray(sequences),
@@ -78,6 +78,6 @@ def score_outputs(
                     np.asarray(starts),
                 )
             else:
-                yield Scored(np.asarray(sequences), np.asarray(outputs), model.item_logits(hidden[rows_t, columns_t]).numpy())
+                yield Scored(np.asarray(sequences), np.asarray(outputs), model.item_logits(encoding.hidden[rows_t, columns_t]).numpy())
     finally:
         model.train(was_training)

@@ -23,14 +23,20 @@ from model.checkpoint import Checkpoint
 from model.config import ModelConfig
 from model.data import EventLog
 from model.evaluate import validation_score
-from model.splits import TRAIN, SplitSpec, before_test
+from model.splits import TRAIN, VALIDATION, SplitSpec, before_test
 from model.transformer import NEG_INF, InterestTransformer
 from model.vocab import OOV_ID, PAD_ID, TokenSequence, Tokenizer
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training settings; the defaults are the ones every shipped result uses."""
+    """Training settings; the defaults are the ones every shipped result uses.
+
+    ``refit``: after early stopping has chosen the number of epochs on validation, train
+    again from the same initialisation on training *and* validation targets for that many
+    epochs. The validation events are the most recent before the test ones; the test
+    split is never touched. ``max_minutes`` bounds the selection run only.
+    """
 
     epochs: int = 200
     batch_size: int = 64
@@ -45,6 +51,7 @@ class TrainConfig:
     sampled_negatives: int = 2048
     max_minutes: float | None = None
     seed: int = 0
+    refit: bool = True
 
 
 @dataclass
@@ -53,11 +60,13 @@ class TrainResult:
     history: list[dict[str, float]]
 
 
-def training_pieces(log: EventLog, split: SplitSpec, max_outputs: int, context: int) -> list[Piece]:
-    """Pieces whose outputs predict the training-phase events (a prefix of each user)."""
+def training_pieces(
+    log: EventLog, split: SplitSpec, max_outputs: int, context: int, phases: tuple[int, ...] = (TRAIN,)
+) -> list[Piece]:
+    """Pieces whose outputs predict the events of ``phases`` (a prefix of each user)."""
     pieces = []
     for s, user in enumerate(log.users):
-        n_targets = int(np.sum(split.phases(user) == TRAIN))
+        n_targets = int(np.sum(np.isin(split.phases(user), phases)))
         pieces.extend(pieces_for(s, 0, n_targets - 1, max_outputs, context))
     return pieces
 
@@ -108,10 +117,10 @@ def run_epoch(
     for group in batches_by_length(pieces, config.batch_size, rng):
         batch = pad_batch(tokens, group)
         category_targets, item_targets, mask = _targets(tokens, group, batch.shape[1])
-        hidden = model.hidden(batch)
-        category_nll = -model.category_target_log_prob(hidden, batch, category_targets, mask).mean()
+        encoding = model.encode(batch)
+        category_nll = -model.category_target_log_prob(encoding, category_targets, mask).mean()
         loss = config.category_loss_weight * category_nll + config.item_loss_weight * item_loss(
-            model, hidden[mask], item_targets[mask], config
+            model, encoding.hidden[mask], item_targets[mask], config
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -129,9 +138,12 @@ def train(
     config: TrainConfig = TrainConfig(),
     progress: bool = True,
 ) -> TrainResult:
-    """Train on ``log`` under ``split``; returns the best-on-validation checkpoint.
+    """Train on ``log`` under ``split``; returns the checkpoint to test.
 
-    Epochs run until validation NDCG@10 has not improved for ``patience`` epochs.
+    Epochs run until validation NDCG@10 has not improved for ``patience`` epochs; the
+    checkpoint is the best epoch's model, or with ``config.refit`` a model trained that
+    many epochs on training and validation targets. Its ``metrics["validation"]`` are the
+    best epoch's (measured before any refit).
     """
     tokenizer = Tokenizer.build(before_test(log, split), item_min_count=config.item_min_count)
     settings = replace(
@@ -170,6 +182,14 @@ def train(
             break
     bar.close()
     model.load_state_dict(best_state)
+    if config.refit:
+        refit_pieces = training_pieces(log, split, config.max_outputs, context, (TRAIN, VALIDATION))
+        torch.manual_seed(config.seed)
+        model.load_state_dict(InterestTransformer(settings).state_dict())
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        rng = np.random.default_rng(config.seed)
+        for _ in tqdm(range(best_epoch), desc=f"refit {log.name} on train+validation", unit="epoch", disable=not progress):
+            run_epoch(model, optimizer, tokens, refit_pieces, config, rng)
     model.eval()
     checkpoint.training.update(
         {"best_epoch": best_epoch, "epochs_run": len(history), "seconds": round(time.monotonic() - started, 1)}

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.config import ModelConfig
-from model.vocab import PAD_ID
+from model.vocab import OOV_ID, PAD_ID
 
 NEG_INF = float("-inf")
 
@@ -86,10 +86,11 @@ class SlidingWindowAttention(nn.Module):
         batch, _, length, _ = heads.shape
         return self.out(heads.transpose(1, 2).reshape(batch, length, -1))
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Attention output ``(B, T, d)`` and the rotated keys and values it attended over."""
         q, k, v = self.project(x, cos, sin)
         dropout = self.dropout if self.training else 0.0
-        return self.merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout))
+        return self.merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)), k, v
 
 
 class Block(nn.Module):
@@ -108,9 +109,26 @@ class Block(nn.Module):
     def feed_forward(self, x: Tensor) -> Tensor:
         return x + self.dropout(self.ffn(self.ln_ffn(x)))
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
-        x = x + self.dropout(self.attn(self.ln_attn(x), cos, sin, mask))
-        return self.feed_forward(x)
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The block's output and its attention's keys and values (what a cache keeps)."""
+        attended, k, v = self.attn(self.ln_attn(x), cos, sin, mask)
+        return self.feed_forward(x + self.dropout(attended)), k, v
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """Everything a forward pass computes that the heads or a cache need.
+
+    ``hidden`` ``(B, T, d)``: final states, position ``t`` summarises events ``<= t``.
+    ``copy_keys`` ``(B, T, d)``: pointer keys of the events. ``categories`` ``(B, T)``:
+    their category ids. ``keys`` / ``values``: per layer, ``(B, heads, T, head_dim)``.
+    """
+
+    hidden: Tensor
+    copy_keys: Tensor
+    categories: Tensor
+    keys: tuple[Tensor, ...]
+    values: tuple[Tensor, ...]
 
 
 class InterestTransformer(nn.Module):
@@ -122,7 +140,7 @@ class InterestTransformer(nn.Module):
     >>> ids = torch.tensor([[2, 3, 4]])
     >>> batch = TokenBatch(ids, ids % 6, torch.full_like(ids, 2), torch.ones_like(ids), torch.zeros(1, dtype=torch.long))
     >>> with torch.no_grad():
-    ...     probs = model.category_probs(model.hidden(batch), batch)
+    ...     probs = model.category_probs(model.encode(batch))
     >>> tuple(probs.shape), round(float(probs.sum(-1)[0, -1]), 5)
     ((1, 3, 6), 1.0)
     """
@@ -169,71 +187,97 @@ class InterestTransformer(nn.Module):
         )
         return self.embedding_dropout(self.embedding_norm(x))
 
-    def copy_keys(self, batch: TokenBatch) -> Tensor:
-        """Pointer keys of past events, from each event's own tokens (so the receptive field stays bounded)."""
-        return self.copy_key(self.embed(batch.items, batch.categories, batch.behaviors, batch.gaps))
-
     def rotary(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         return rotary_tables(positions, self.config.d_model // self.config.n_heads, self.config.rope_base)
 
+    def copy_logits(self, query: Tensor, keys: Tensor, offsets: Tensor) -> Tensor:
+        """Pointer logits of queries ``(..., Q, d)`` over keys ``(..., K, d)`` that lie ``offsets
+        (..., Q, K)`` events back; offsets outside ``0 .. copy_window - 1`` are masked out.
+        """
+        window = self.config.copy_window
+        scores = query @ keys.transpose(-1, -2) / math.sqrt(query.shape[-1])
+        inside = (offsets >= 0) & (offsets < window)
+        return torch.where(inside, scores + self.copy_recency[offsets.clamp(0, window - 1)], NEG_INF)
+
     # --- full forward over right-padded sequences -------------------------------------
 
-    def hidden(self, batch: TokenBatch) -> Tensor:
-        """Final hidden states ``(B, T, d)``; position ``t`` summarises events ``<= t``."""
+    def encode(self, batch: TokenBatch) -> Encoding:
         _, length = batch.shape
         positions = batch.start_positions[:, None] + torch.arange(length, device=batch.items.device)
         cos, sin = self.rotary(positions)
         cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
         mask = band_mask(length, self.config.window, batch.items.device)
         x = self.embed(batch.items, batch.categories, batch.behaviors, batch.gaps)
+        copy_keys = self.copy_key(x)
+        keys, values = [], []
         for block in self.blocks:
-            x = block(x, cos, sin, mask)
-        return self.final_norm(x)
+            x, k, v = block(x, cos, sin, mask)
+            keys.append(k)
+            values.append(v)
+        return Encoding(self.final_norm(x), copy_keys, batch.categories, tuple(keys), tuple(values))
 
-    def copy_attention(self, hidden: Tensor, batch: TokenBatch) -> Tensor:
+    def copy_attention(self, encoding: Encoding) -> Tensor:
         """Pointer weights ``(B, T, T)`` from each position over the last ``copy_window`` events."""
-        _, length = batch.shape
-        window = self.config.copy_window
-        query = self.copy_query(hidden)
-        keys = self.copy_keys(batch)
-        scores = query @ keys.transpose(1, 2) / math.sqrt(query.shape[-1])
-        offsets = torch.arange(length, device=hidden.device)[:, None] - torch.arange(length, device=hidden.device)
-        inside = (offsets >= 0) & (offsets < window)
-        recency = self.copy_recency[offsets.clamp(0, window - 1)]
-        scores = torch.where(inside, scores + recency, NEG_INF)
-        return scores.softmax(dim=-1)
+        steps = torch.arange(encoding.hidden.shape[1], device=encoding.hidden.device)
+        query = self.copy_query(encoding.hidden)
+        return self.copy_logits(query, encoding.copy_keys, steps[:, None] - steps[None, :]).softmax(dim=-1)
 
     def generator_log_probs(self, hidden: Tensor) -> Tensor:
         logits = self.category_head(hidden)
         logits[..., PAD_ID] = NEG_INF
         return logits.log_softmax(dim=-1)
 
-    def category_mixture(self, hidden: Tensor, batch: TokenBatch) -> tuple[Tensor, Tensor]:
+    def copy_gate_probs(self, hidden: Tensor) -> Tensor:
+        """Weight of the generator in the mixture, ``(..., 1)``."""
+        return torch.sigmoid(self.copy_gate(hidden))
+
+    def category_mixture(self, encoding: Encoding) -> tuple[Tensor, Tensor]:
         """The two parts of the interest distribution after each event.
 
         Returns the generator part ``gate * p_gen``, ``(B, T, n_categories)``, and the copy
         weights ``(1 - gate) * attention``, ``(B, T, T)``: the mass each output gives to
         each earlier event's category.
         """
-        gate = torch.sigmoid(self.copy_gate(hidden))
-        return gate * self.generator_log_probs(hidden).exp(), (1 - gate) * self.copy_attention(hidden, batch)
+        gate = self.copy_gate_probs(encoding.hidden)
+        return gate * self.generator_log_probs(encoding.hidden).exp(), (1 - gate) * self.copy_attention(encoding)
 
-    def category_probs(self, hidden: Tensor, batch: TokenBatch) -> Tensor:
+    def category_probs(self, encoding: Encoding) -> Tensor:
         """The interest distribution ``(B, T, n_categories)`` after each event."""
-        return mix(*self.category_mixture(hidden, batch), batch.categories)
+        return mix(*self.category_mixture(encoding), encoding.categories)
 
-    def category_target_log_prob(self, hidden: Tensor, batch: TokenBatch, targets: Tensor, mask: Tensor) -> Tensor:
+    def category_target_log_prob(self, encoding: Encoding, targets: Tensor, mask: Tensor) -> Tensor:
         """``log p(target)`` under the mixture at the ``mask``ed positions, ``(N,)``.
 
         Only the selected positions pay for the softmax over all categories.
         """
-        selected = hidden[mask]
-        gate = torch.sigmoid(self.copy_gate(selected)).squeeze(-1)
-        attention = self.copy_attention(hidden, batch)[mask]
+        selected = encoding.hidden[mask]
+        gate = self.copy_gate_probs(selected).squeeze(-1)
+        attention = self.copy_attention(encoding)[mask]
         targets = targets[mask]
-        copied = (attention * (batch.categories[mask.nonzero()[:, 0]] == targets[:, None])).sum(-1)
+        copied = (attention * (encoding.categories[mask.nonzero()[:, 0]] == targets[:, None])).sum(-1)
         generated = self.generator_log_probs(selected).gather(-1, targets[:, None]).squeeze(-1).exp()
         return torch.log(gate * generated + (1 - gate) * copied + 1e-9)
+
+    def interest(
+        self, hidden: Tensor, copy_keys: Tensor, copy_offsets: Tensor, copy_categories: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The interest distribution ``(B, n_categories)`` of single outputs ``hidden (B, d)``.
+
+        The copy part attends over ``K`` candidate events with pointer keys ``(B, K, d)``
+        lying ``copy_offsets (B, K)`` events back and with ``copy_categories (B, K)``; the
+        mass copied from each is returned as well, ``(B, K)``.
+        """
+        logits = self.copy_logits(self.copy_query(hidden)[:, None], copy_keys, copy_offsets[:, None])[:, 0]
+        gate = self.copy_gate_probs(hidden)
+        copy_weights = (1 - gate) * logits.softmax(dim=-1)
+        generated = gate * self.generator_log_probs(hidden).exp()
+        return generated.scatter_add(-1, copy_categories, copy_weights), copy_weights
+
+    def top_items(self, hidden: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """The ``k`` best next items of outputs ``hidden (B, d)`` (never padding or OOV): scores, ids."""
+        scores = self.item_logits(hidden)
+        scores[:, [PAD_ID, OOV_ID]] = NEG_INF
+        return scores.topk(k, dim=-1)
 
     def item_logits(self, hidden: Tensor, item_ids: Tensor | None = None) -> Tensor:
         """Scores over all items, or over ``item_ids`` only (for sampled softmax)."""

@@ -100,22 +100,204 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_DATA = Path("data/taobao/UserBehavior_head_84475rows.csv.gz")
+
+
+def _add_bench(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("bench", help="benchmarks; results as JSON and Markdown")
+    benches = parser.add_subparsers(dest="bench", required=True)
+    engine = benches.add_parser(
+        "engine",
+        help="incremental engine vs full recompute on replayed sequences",
+        description="Naive, batched-recompute, incremental (hits) and rebuild (misses) inference, side by side.",
+    )
+    engine.add_argument("--checkpoint", type=Path, default=Path("checkpoints/taobao"), help="(default: %(default)s)")
+    engine.add_argument("--data", type=Path, default=DEFAULT_DATA, help="event log to replay (default: %(default)s)")
+    engine.add_argument("--format", choices=["taobao", "s3rec"])
+    engine.add_argument("--json", required=True, type=Path, help="where to write the results JSON")
+    engine.add_argument("--markdown", type=Path, help="Markdown table to write (default: beside the JSON)")
+    engine.add_argument("--batch-size", type=int, default=64, help="users per batch (default: %(default)s)")
+    engine.add_argument("--steps", type=int, default=4, help="measured events per user (default: %(default)s)")
+    engine.add_argument("--naive-events", type=int, default=512, help="events timed for (a) (default: %(default)s)")
+    engine.add_argument("--max-users", type=int, help="replay at most this many users (default: all long enough)")
+    engine.set_defaults(handler=_bench_engine)
+
+
+def _bench_engine(args: argparse.Namespace) -> int:
+    from bench.engine import EngineBenchConfig, run_engine_bench, save
+    from model.checkpoint import load_checkpoint
+    from model.data import load_event_log
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    log = load_event_log(args.data, args.format)
+    config = EngineBenchConfig(
+        steps=args.steps, batch_size=args.batch_size, naive_events=args.naive_events, max_users=args.max_users
+    )
+    results = run_engine_bench(checkpoint, log, config)
+    save(results, args.json, args.markdown or args.json.with_suffix(".md"))
+    print(json.dumps({k: v for k, v in results.items() if not isinstance(v, dict)}, indent=1))
+    return 0
+
+
+def _add_broker(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "broker",
+        help="run a single-node Apache Kafka (KRaft) on loopback",
+        description=(
+            "Start, stop or inspect the embedded Kafka broker. Its jars are fetched from Maven Central once "
+            "(needs mvn and Java 17+). 'start' runs in the foreground until Ctrl-C unless --detach."
+        ),
+    )
+    parser.add_argument("action", nargs="?", choices=["start", "stop", "status"], default="start")
+    parser.add_argument("--dir", type=Path, default=Path(".shiftwatch/broker"), help="broker state (default: %(default)s)")
+    parser.add_argument("--port", type=int, help="client port (default: a free one; 9092 is a common choice)")
+    parser.add_argument("--detach", action="store_true", help="start in the background and return")
+    parser.set_defaults(handler=_broker)
+
+
+def _broker(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from stream.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(args.dir, port=args.port)
+    if args.action == "stop":
+        print("stopped" if broker.stop() else f"no broker running in {args.dir}")
+        return 0
+    if args.action == "status":
+        running = broker.pid is not None
+        print(f"running at {broker.bootstrap} (pid {broker.pid})" if running else f"no broker running in {args.dir}")
+        return 0 if running else 1
+    bootstrap = broker.start()
+    print(f"Kafka broker at {bootstrap} (pid {broker.pid}); state in {args.dir}", flush=True)
+    if args.detach:
+        print(f"stop it with: shiftwatch broker stop --dir {args.dir}")
+        return 0
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            if broker.pid is None:
+                print("the broker exited; see its console.log", file=sys.stderr)
+                return 1
+    finally:
+        broker.stop()
+    return 0
+
+
+def _add_topics(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("topics", help="create ShiftWatch's topics; write their JSON Schemas")
+    actions = parser.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create every topic that does not exist yet (idempotent)")
+    create.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP or settings)")
+    create.set_defaults(handler=_topics_create)
+    schemas = actions.add_parser("schemas", help="write topics/schemas/*.json from the records, or --check them")
+    schemas.add_argument("--check", action="store_true", help="exit 1 if a schema file is out of date")
+    schemas.set_defaults(handler=_topics_schemas)
+
+
+def _bootstrap(args: argparse.Namespace) -> str:
+    from stream.settings import Settings
+
+    return getattr(args, "bootstrap", None) or Settings.from_env().kafka_bootstrap
+
+
+def _topics_create(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from stream.kafka import create_topics
+
+    for name, outcome in asyncio.run(create_topics(_bootstrap(args))).items():
+        print(f"{name}: {outcome}")
+    return 0
+
+
+def _topics_schemas(args: argparse.Namespace) -> int:
+    from topics.schema import stale_schema_files, write_schema_files
+
+    if args.check:
+        stale = stale_schema_files()
+        for name in stale:
+            print(f"out of date: topics/schemas/{name}", file=sys.stderr)
+        return 1 if stale else 0
+    for path in write_schema_files():
+        print(path)
+    return 0
+
+
+def _add_worker(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "worker",
+        help="run the stream worker (settings from environment variables)",
+        description="Consume clickstream.events, publish interest.updates. Configure with KAFKA_BOOTSTRAP and "
+        "SHIFTWATCH_* variables (docs/configuration.md).",
+    )
+    parser.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
+    parser.set_defaults(handler=_worker)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import faust
+
+    from stream.app import create_app
+    from stream.settings import Settings
+
+    app = create_app(Settings.from_env())
+    faust.Worker(app, loglevel=args.loglevel).execute_from_commandline()
+    return 0
+
+
+def _add_replay(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("replay", help="produce an event log into clickstream.events in event-time order")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="(default: %(default)s)")
+    parser.add_argument("--format", choices=["taobao", "s3rec"])
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP or settings)")
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=float, help="events per second")
+    pace.add_argument("--speedup", type=float, help="replay event time X times faster than it happened")
+    pace.add_argument("--max", action="store_true", help="as fast as the broker takes them (the default)")
+    parser.add_argument("--users", type=int, help="replay only the first N users")
+    parser.set_defaults(handler=_replay)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from model.data import load_event_log
+    from stream.replay import Pace, replay
+
+    log = load_event_log(args.data, args.format)
+    if args.users is not None:
+        log = log.first_users(args.users)
+    sent = asyncio.run(replay(log, _bootstrap(args), Pace(rate=args.rate, speedup=args.speedup)))
+    print(f"produced {sent:,} events from {args.data}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shiftwatch", description="Streaming interest-shift detection.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_train(subparsers)
     _add_evaluate(subparsers)
+    _add_bench(subparsers)
+    _add_broker(subparsers)
+    _add_topics(subparsers)
+    _add_worker(subparsers)
+    _add_replay(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from model.checkpoint import CheckpointError
     from model.data import DataFormatError
+    from stream.broker import BrokerError
 
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (CheckpointError, DataFormatError, FileNotFoundError, ValueError) as error:
+    except (BrokerError, CheckpointError, DataFormatError, FileNotFoundError, ValueError) as error:
         print(f"shiftwatch {args.command}: error: {error}", file=sys.stderr)
         return 2
 

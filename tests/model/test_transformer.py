@@ -12,8 +12,8 @@ from tests.conftest import random_batch
 
 def outputs(model: InterestTransformer, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
-        hidden = model.hidden(batch)
-        return model.category_probs(hidden, batch), model.item_logits(hidden)
+        encoding = model.encode(batch)
+        return model.category_probs(encoding), model.item_logits(encoding.hidden)
 
 
 def with_event_changed(batch: TokenBatch, position: int, seed: int = 1) -> TokenBatch:

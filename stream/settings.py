@@ -1,0 +1,75 @@
+"""The worker's one settings object, read from environment variables.
+
+Every field has a documented default and an environment variable; the table in
+``docs/configuration.md`` is :func:`markdown_table` (a test keeps them equal).
+
+>>> Settings.from_env({"SHIFTWATCH_BATCH_SIZE": "128", "KAFKA_BOOTSTRAP": "k1:9092,k2:9092"}).batch_size
+128
+>>> Settings.from_env({"SHIFTWATCH_BATCH_SIZE": "lots"})
+Traceback (most recent call last):
+...
+ValueError: SHIFTWATCH_BATCH_SIZE='lots': invalid literal for int() with base 10: 'lots'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+
+def setting(default: object, doc: str) -> object:
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = setting("127.0.0.1:9092", "Kafka bootstrap servers, comma separated.")
+    app_id: str = setting("shiftwatch", "Faust app id: the consumer group and the prefix of table changelog topics.")
+    checkpoint: Path = setting(Path("checkpoints/taobao"), "Model checkpoint directory to serve.")
+    data_dir: Path = setting(Path(".shiftwatch/worker"), "Worker state on disk (the RocksDB table store).")
+    store: str = setting("rocksdb://", "Faust table store: `rocksdb://` (via rocksdict) or `memory://`.")
+    batch_size: int = setting(512, "Most events per micro-batch through the engine.")
+    batch_within_s: float = setting(0.05, "Longest wait to fill a micro-batch, seconds.")
+    top_k: int = setting(5, "Categories per interest update.")
+    publish_threshold: float = setting(0.0, "Publish an update only when the distribution moved more than this (total variation); 0 publishes every event.")
+    lateness_s: float = setting(3600.0, "How far (seconds) an event may be older than the user's latest and still be put in time order; older ones are dead-lettered as `late`.")
+    redelivery_margin: int = setting(32, "Events kept per user beyond the model's receptive field, so that an event redelivered after a crash is re-scored exactly.")
+    max_string_length: int = setting(256, "Longest id accepted in an input event.")
+    cache_mb: int = setting(256, "Byte budget of the engine's KV cache, MiB.")
+    web_port: int = setting(6066, "Port of the worker's web server (Prometheus metrics at /metrics).")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Defaults overridden by ``KAFKA_BOOTSTRAP`` and ``SHIFTWATCH_<FIELD>`` variables."""
+        environ = os.environ if environ is None else environ
+        overrides: dict[str, object] = {}
+        for f in fields(cls):
+            name = ENVIRONMENT[f.name]
+            if name in environ:
+                raw = environ[name]
+                kind = type(f.default)
+                try:
+                    overrides[f.name] = kind(raw)
+                except ValueError as error:
+                    raise ValueError(f"{name}={raw!r}: {error}") from None
+        return replace(cls(), **overrides)
+
+    @property
+    def kafka_url(self) -> str:
+        """Bootstrap servers in Faust's ``kafka://`` form."""
+        return ";".join(f"kafka://{server.strip()}" for server in self.kafka_bootstrap.split(","))
+
+
+def markdown_table() -> str:
+    """The settings as a Markdown table: variable, default, meaning."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for f in fields(Settings):
+        rows.append(f"| `{ENVIRONMENT[f.name]}` | `{f.default}` | {f.metadata['doc']} |")
+    return "\n".join(rows) + "\n"
+
+
+ENVIRONMENT: dict[str, str] = {
+    f.name: "KAFKA_BOOTSTRAP" if f.name == "kafka_bootstrap" else f"SHIFTWATCH_{f.name.upper()}" for f in fields(Settings)
+}

@@ -1,0 +1,188 @@
+"""Fixtures for tests against a real Kafka broker: the embedded one, or ``KAFKA_BOOTSTRAP``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from model.checkpoint import save_checkpoint
+from stream.broker import EmbeddedBroker
+from stream.kafka import create_topics, wait_until_ready
+from tests.stream.helpers import small_checkpoint, taobao_users
+from topics.specs import ALL_TOPICS
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("KAFKA_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    broker = EmbeddedBroker(tmp_path_factory.mktemp("kafka"))
+    bootstrap = broker.start()
+    try:
+        asyncio.run(wait_until_ready(bootstrap))
+        yield bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def fresh_topics(kafka_bootstrap: str) -> str:
+    """Empty ShiftWatch topics for one test; returns a Faust app id of its own."""
+
+    async def recreate() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            doomed = [s.name for s in ALL_TOPICS if s.name in existing]
+            if doomed:
+                await admin.delete_topics(doomed)
+                for _ in range(100):
+                    if not set(await admin.list_topics()) & set(doomed):
+                        break
+                    await asyncio.sleep(0.1)
+        finally:
+            await admin.close()
+        await create_topics(kafka_bootstrap)
+
+    asyncio.run(recreate())
+    return f"shiftwatch-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def stream_log():
+    return taobao_users(25)
+
+
+@pytest.fixture(scope="session")
+def stream_checkpoint(stream_log, tmp_path_factory: pytest.TempPathFactory):
+    checkpoint = small_checkpoint(stream_log)
+    directory = tmp_path_factory.mktemp("checkpoint")
+    save_checkpoint(checkpoint, directory)
+    return checkpoint, directory
+
+
+class Worker:
+    """``shiftwatch worker`` as a real subprocess."""
+
+    def __init__(self, bootstrap: str, app_id: str, checkpoint: Path, data_dir: Path, **settings: str):
+        self.env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP": bootstrap,
+            "SHIFTWATCH_APP_ID": app_id,
+            "SHIFTWATCH_CHECKPOINT": str(checkpoint),
+            "SHIFTWATCH_DATA_DIR": str(data_dir),
+            "SHIFTWATCH_WEB_PORT": str(_free_port()),
+            **{f"SHIFTWATCH_{k.upper()}": v for k, v in settings.items()},
+        }
+        self.log = data_dir.with_suffix(".log")
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Worker:
+        handle = open(self.log, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "worker", "--loglevel", "info"],
+            env=self.env, stdout=handle, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        handle.close()
+        return self
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        if kill:
+            self.process.kill()
+        else:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+
+def _free_port() -> int:
+    from stream.broker import free_port
+
+    return free_port()
+
+
+@pytest.fixture
+def worker_factory(kafka_bootstrap: str, fresh_topics: str, stream_checkpoint, tmp_path: Path) -> Iterator:
+    workers: list[Worker] = []
+
+    def make(**settings: str) -> Worker:
+        worker = Worker(kafka_bootstrap, fresh_topics, stream_checkpoint[1], tmp_path / f"worker{len(workers)}", **settings)
+        workers.append(worker)
+        return worker
+
+    yield make
+    for worker in workers:
+        worker.stop(kill=True)
+
+
+async def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send(topic, key=key, value=value)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+    asyncio.run(_produce(bootstrap, topic, messages))
+
+
+async def _consume(
+    bootstrap: str, topic: str, count: int, timeout: float, worker: Worker | None, until: Callable[[list], bool] | None
+) -> list:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    got: list = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        done = until or (lambda records: len(records) >= count)
+        while not done(got) and loop.time() < deadline:
+            if worker is not None and worker.process is not None and worker.process.poll() is not None:
+                raise AssertionError(f"the worker exited with {worker.process.returncode}:\n{worker.tail()}")
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                got.extend(records)
+        # anything beyond ``count`` that is already there would be a bug: give it a moment
+        batches = await consumer.getmany(timeout_ms=1500)
+        for records in batches.values():
+            got.extend(records)
+    finally:
+        await consumer.stop()
+    return got
+
+
+def consume(
+    bootstrap: str,
+    topic: str,
+    count: int = 0,
+    timeout: float = 120.0,
+    worker: Worker | None = None,
+    until: Callable[[list], bool] | None = None,
+) -> list:
+    """Records of ``topic`` from the start until ``count`` arrived (or ``until(records)``
+    holds, or ``timeout``), plus any stragglers."""
+    return asyncio.run(_consume(bootstrap, topic, count, timeout, worker, until))
