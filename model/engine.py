@@ -42,6 +42,7 @@ from model.vocab import PAD_ID, TokenSequence
 
 NO_EVENT = -(1 << 40)  # position of an empty cache slot: never inside any window
 DEFAULT_BUDGET_BYTES = 256 * 1024 * 1024
+MAX_CHUNK = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,11 +248,18 @@ class IncrementalEngine:
 
     @torch.no_grad()
     def step(self, events: Sequence[UserEvent]) -> StepResult:
+        """Outputs after each of ``events``; a user's events are taken in the order given.
+
+        Consecutive events of one user are computed together, as a chunk that attends to
+        the user's cache and to itself, so a batch full of one user's session costs about
+        as much as a batch of distinct users.
+        """
         if not events:
             raise ValueError("step needs at least one event")
         parts: list[tuple[list[int], dict[str, np.ndarray]]] = []
-        for indices in self._rounds(events):
-            parts.append((indices, self._step_round([events[i] for i in indices])))
+        for chunks in self._rounds(events):
+            outputs = self._step_round(chunks, events)
+            parts.append(([i for chunk in chunks for i in chunk], outputs))
         order = np.concatenate([np.asarray(indices) for indices, _ in parts])
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
@@ -263,41 +271,58 @@ class IncrementalEngine:
             **merged,
         )
 
-    def _rounds(self, events: Sequence[UserEvent]) -> list[list[int]]:
-        """Split into rounds of distinct users that fit in the cache; a user's events stay in order."""
-        seen: dict[str, int] = defaultdict(int)
-        rounds: list[list[int]] = []
+    def _rounds(self, events: Sequence[UserEvent]) -> list[list[list[int]]]:
+        """Rounds of chunks: a chunk is a run of one user's events at consecutive positions
+        (at most ``chunk_limit``); a round holds at most one chunk per user and fits the cache."""
+        limit = self.chunk_limit
+        runs: dict[str, list[list[int]]] = defaultdict(list)
         for index, event in enumerate(events):
-            r = seen[event.user]
-            seen[event.user] += 1
-            if r == len(rounds):
-                rounds.append([])
-            rounds[r].append(index)
-        return [chunk[i : i + self.max_users] for chunk in rounds for i in range(0, len(chunk), self.max_users)]
+            user_runs = runs[event.user]
+            if user_runs and len(user_runs[-1]) < limit and events[user_runs[-1][-1]].position + 1 == event.position:
+                user_runs[-1].append(index)
+            else:
+                user_runs.append([index])
+        rounds: list[list[list[int]]] = []
+        for user_runs in runs.values():
+            for r, run in enumerate(user_runs):
+                if r == len(rounds):
+                    rounds.append([])
+                rounds[r].append(run)
+        return [chunks[i : i + self.max_users] for chunks in rounds for i in range(0, len(chunks), self.max_users)]
 
-    def _step_round(self, events: list[UserEvent]) -> dict[str, np.ndarray]:
+    @property
+    def chunk_limit(self) -> int:
+        """Longest chunk: a ring must not be written twice at one slot in one step."""
+        c = self.model.config
+        return min(c.window, c.copy_window, MAX_CHUNK)
+
+    def _step_round(self, chunks: list[list[int]], events: Sequence[UserEvent]) -> dict[str, np.ndarray]:
+        heads = [events[chunk[0]] for chunk in chunks]
         slots, to_rebuild, first = [], [], []
-        for event in events:
-            cached = event.user in self._slots and self._next_position[event.user] == event.position
+        for chunk, head in zip(chunks, heads):
+            cached = head.user in self._slots and self._next_position[head.user] == head.position
             if cached:
-                self._slots.move_to_end(event.user)
+                self._slots.move_to_end(head.user)
                 self.stats.hits += 1
-            slots.append(self._slots[event.user] if cached else -1)
-        for row, event in enumerate(events):
+            self.stats.hits += len(chunk) - 1
+            slots.append(self._slots[head.user] if cached else -1)
+        for row, head in enumerate(heads):
             if slots[row] < 0:
-                slots[row] = self._admit(event.user)
-                (to_rebuild if event.position > 0 else first).append(row)
+                slots[row] = self._admit(head.user)
+                (to_rebuild if head.position > 0 else first).append(row)
         self.stats.rebuilds += len(to_rebuild)
         self.stats.first_events += len(first)
         slot_ids = torch.tensor(slots, dtype=torch.long)
         self._slabs.reset(slot_ids[[*to_rebuild, *first]])
         if to_rebuild:
-            self._rebuild([events[r] for r in to_rebuild], slot_ids[to_rebuild])
-        outputs = self._advance(events, slot_ids)
-        for event in events:
-            self._next_position[event.user] = event.position + 1
-        rebuilt = np.zeros(len(events), dtype=bool)
-        rebuilt[to_rebuild] = True
+            self._rebuild([heads[r] for r in to_rebuild], slot_ids[to_rebuild])
+        outputs = self._advance([[events[i] for i in chunk] for chunk in chunks], slot_ids)
+        for chunk in chunks:
+            last = events[chunk[-1]]
+            self._next_position[last.user] = last.position + 1
+        rebuilt = np.zeros(sum(len(c) for c in chunks), dtype=bool)
+        starts = np.cumsum([0] + [len(c) for c in chunks[:-1]])
+        rebuilt[starts[to_rebuild]] = True
         return {**outputs, "rebuilt": rebuilt}
 
     def _admit(self, user: str) -> int:
@@ -356,43 +381,70 @@ class IncrementalEngine:
                 s.copy_categories[target, positions % ring] = batch.categories[rows_t, steps_t]
                 s.copy_keys[target, positions % ring] = encoding.copy_keys[rows_t, steps_t].to(self.cache_dtype)
 
-    def _advance(self, events: list[UserEvent], slots: torch.Tensor) -> dict[str, np.ndarray]:
-        """Run every user's new event through the model against its cached rows."""
+    def _advance(self, chunks: list[list[UserEvent]], slots: torch.Tensor) -> dict[str, np.ndarray]:
+        """Run every chunk of new events through the model against its user's cached rows.
+
+        Chunks are right-padded to a common length ``K``. Each layer attends from the new
+        rows over the ring (written before this step) and the chunk itself; the band
+        mask comes from absolute positions, so ring slot order never matters.
+        """
         model, s, config = self.model, self._slabs, self.model.config
-        tokens = torch.tensor(
-            [(e.tokens.item, e.tokens.category, e.tokens.behavior, e.tokens.gap) for e in events], dtype=torch.long
+        lengths = [len(chunk) for chunk in chunks]
+        n, width = len(chunks), max(lengths)
+        flat = np.array(
+            [(e.tokens.item, e.tokens.category, e.tokens.behavior, e.tokens.gap, e.position) for c in chunks for e in c],
+            dtype=np.int64,
         )
-        positions = torch.tensor([e.position for e in events], dtype=torch.long)
-        x = model.embed(tokens[:, 0], tokens[:, 1], tokens[:, 2], tokens[:, 3])
-        ring = positions % config.window
-        s.positions[slots, ring] = positions
-        offsets = positions[:, None] - s.positions[slots]
-        visible = ((offsets >= 0) & (offsets < config.window))[:, None, None, :]
-        cos, sin = model.rotary(positions)
-        cos, sin = cos[:, None, None], sin[:, None, None]
-        h = x[:, None]
+        rows = torch.from_numpy(np.repeat(np.arange(n), lengths))  # row-major: each chunk's events in order
+        steps = torch.from_numpy(np.concatenate([np.arange(length) for length in lengths]))
+        tokens = torch.zeros((n, width, 4), dtype=torch.long)
+        tokens[rows, steps] = torch.from_numpy(flat[:, :4])
+        positions = torch.full((n, width), NO_EVENT, dtype=torch.long)
+        positions[rows, steps] = torch.from_numpy(flat[:, 4])
+        real = positions != NO_EVENT
+        # Padding queries repeat their row's last real position, so that no query row is
+        # empty; padding keys keep NO_EVENT, outside every window.
+        last = positions[torch.arange(n), real.sum(1) - 1]
+        query_positions = torch.where(real, positions, last[:, None])
+        x = model.embed(tokens[..., 0], tokens[..., 1], tokens[..., 2], tokens[..., 3])
+        cos, sin = model.rotary(query_positions)
+        cos, sin = cos[:, None], sin[:, None]
+
+        key_positions = torch.cat([s.positions[slots], positions], dim=1)
+        offsets = query_positions[:, :, None] - key_positions[:, None, :]
+        visible = ((offsets >= 0) & (offsets < config.window))[:, None]
+        ring = positions[rows, steps] % config.window
+        h = x
         for layer, block in enumerate(model.blocks):
             q, k, v = block.attn.project(block.ln_attn(h), cos, sin)
-            s.keys[layer, slots, :, ring] = k[:, :, 0].to(self.cache_dtype)
-            s.values[layer, slots, :, ring] = v[:, :, 0].to(self.cache_dtype)
-            keys, values = s.keys[layer, slots].float(), s.values[layer, slots].float()
+            keys = torch.cat([s.keys[layer, slots].float(), k], dim=2)
+            values = torch.cat([s.values[layer, slots].float(), v], dim=2)
             attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
             h = block.feed_forward(h + block.attn.merge(attended))
-        hidden = model.final_norm(h[:, 0])
+            s.keys[layer, slots[rows], :, ring] = k[rows, :, steps].to(self.cache_dtype)
+            s.values[layer, slots[rows], :, ring] = v[rows, :, steps].to(self.cache_dtype)
+        s.positions[slots[rows], ring] = positions[rows, steps]
+        hidden = model.final_norm(h)[rows, steps]
 
-        copy_ring = positions % config.copy_window
-        s.copy_positions[slots, copy_ring] = positions
-        s.copy_categories[slots, copy_ring] = tokens[:, 1]
-        s.copy_keys[slots, copy_ring] = model.copy_key(x).to(self.cache_dtype)
-        copy_positions = s.copy_positions[slots]
-        copy_offsets = positions[:, None] - copy_positions
-        probs, copy_weights = model.interest(hidden, s.copy_keys[slots].float(), copy_offsets, s.copy_categories[slots])
-        top = model.top_items(hidden, self.top_k)
-        in_window = (copy_offsets >= 0) & (copy_offsets < config.copy_window)
+        copy_keys = model.copy_key(x)
+        candidate_keys = torch.cat([s.copy_keys[slots].float(), copy_keys], dim=1)[rows]
+        candidate_categories = torch.cat([s.copy_categories[slots], tokens[..., 1]], dim=1)[rows]
+        candidate_positions = torch.cat([s.copy_positions[slots], positions], dim=1)[rows]
+        copy_offsets = positions[rows, steps][:, None] - candidate_positions
+        probs, weights = model.interest(hidden, candidate_keys, copy_offsets, candidate_categories)
+        copy_ring = positions[rows, steps] % config.copy_window
+        s.copy_positions[slots[rows], copy_ring] = positions[rows, steps]
+        s.copy_categories[slots[rows], copy_ring] = tokens[rows, steps, 1]
+        s.copy_keys[slots[rows], copy_ring] = copy_keys[rows, steps].to(self.cache_dtype)
+
+        # Report the (at most copy_window) candidates inside the window, in a fixed width.
+        inside = (copy_offsets >= 0) & (copy_offsets < config.copy_window)
+        keep = torch.argsort((~inside).to(torch.int8), dim=1, stable=True)[:, : config.copy_window]
+        top_scores, top_ids = model.top_items(hidden, self.top_k)
         return {
             "category_probs": probs.numpy(),
-            "top_items": top.indices.numpy(),
-            "top_item_scores": top.values.numpy(),
-            "copy_weights": copy_weights.numpy(),
-            "copy_positions": torch.where(in_window, copy_positions, -1).numpy(),
+            "top_items": top_ids.numpy(),
+            "top_item_scores": top_scores.numpy(),
+            "copy_weights": weights.gather(1, keep).numpy(),
+            "copy_positions": torch.where(inside, candidate_positions, -1).gather(1, keep).numpy(),
         }

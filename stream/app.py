@@ -10,6 +10,7 @@ batch's updates have been handed to the producer.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -20,7 +21,7 @@ from model.checkpoint import load_checkpoint
 from stream.pipeline import Admitted, Ignored, InterestPipeline, Refused
 from stream.settings import Settings
 from stream.state import UserState
-from topics.records import DeadLetter, InterestUpdate
+from topics.records import DeadLetter
 from topics.specs import EVENTS, INVALID, PARTITIONS, UPDATES
 
 
@@ -69,9 +70,19 @@ def create_app(settings: Settings) -> faust.App:
     events_topic = app.topic(
         EVENTS.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=PARTITIONS
     )
-    updates_topic = app.topic(UPDATES.name, key_type=str, value_type=InterestUpdate, partitions=PARTITIONS)
+    updates_topic = app.topic(
+        UPDATES.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=PARTITIONS
+    )
     invalid_topic = app.topic(INVALID.name, value_type=DeadLetter, partitions=PARTITIONS)
     users = app.Table("users", partitions=PARTITIONS, key_type=bytes, value_type=bytes, help="user state rows (JSON)")
+
+    # Deserialised rows of the users this worker serves; the table stays the truth. Any
+    # rebalance may move users away and back, so the cache is dropped on every one.
+    states: dict[bytes, UserState] = {}
+
+    @app.on_partitions_revoked.connect
+    async def forget_states(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        states.clear()
 
     @app.agent(events_topic)
     async def interest(stream: faust.StreamT) -> None:
@@ -83,8 +94,10 @@ def create_app(settings: Settings) -> faust.App:
             message = event.message
             raw = value or b""
             key: bytes | None = message.key if isinstance(message.key, bytes) else None
-            row = users.get(key) if key is not None else None
-            state = UserState.from_json(row) if row else UserState.empty()
+            state = states.get(key) if key is not None else None
+            if state is None:
+                row = users.get(key) if key is not None else None
+                state = UserState.from_json(row) if row else UserState.empty()
             outcome = pipeline.admit(raw, key, message.partition, message.offset, state, int(time.time() * 1000))
             if isinstance(outcome, Refused):
                 letter = outcome.dead_letter
@@ -94,9 +107,11 @@ def create_app(settings: Settings) -> faust.App:
             elif isinstance(outcome, Ignored):
                 metrics.events.labels(outcome.why).inc()
                 users[key] = state.to_json()
+                states[key] = state
             else:
                 metrics.events.labels("accepted").inc()
                 users[key] = state.to_json()
+                states[key] = state
                 pending[(message.partition, message.offset)] = outcome
             return value
 
@@ -112,7 +127,8 @@ def create_app(settings: Settings) -> faust.App:
             metrics.batch_size.observe(len(admitted))
             for update in updates:
                 if update is not None:
-                    await updates_topic.send(key=update.user_id, value=update)
+                    value = json.dumps(update, separators=(",", ":")).encode()
+                    await updates_topic.send(key=str(update["user_id"]).encode(), value=value)
                     metrics.updates.inc()
 
     @app.page("/metrics")

@@ -116,11 +116,23 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     engine.add_argument("--format", choices=["taobao", "s3rec"])
     engine.add_argument("--json", required=True, type=Path, help="where to write the results JSON")
     engine.add_argument("--markdown", type=Path, help="Markdown table to write (default: beside the JSON)")
-    engine.add_argument("--batch-size", type=int, default=64, help="users per batch (default: %(default)s)")
+    engine.add_argument("--batch-size", type=int, default=256, help="users per batch (default: %(default)s)")
     engine.add_argument("--steps", type=int, default=4, help="measured events per user (default: %(default)s)")
     engine.add_argument("--naive-events", type=int, default=512, help="events timed for (a) (default: %(default)s)")
     engine.add_argument("--max-users", type=int, help="replay at most this many users (default: all long enough)")
     engine.set_defaults(handler=_bench_engine)
+    e2e = benches.add_parser(
+        "e2e",
+        help="one worker end to end on a real broker, beside a raw consumer and a trivial Faust agent",
+        description="Sustained events/s and produce-to-update latency of one worker process (embedded broker "
+        "unless KAFKA_BOOTSTRAP is set), with the raw aiokafka and trivial-Faust ceilings from the same run.",
+    )
+    e2e.add_argument("--checkpoint", type=Path, default=Path("checkpoints/taobao"), help="(default: %(default)s)")
+    e2e.add_argument("--data", type=Path, default=DEFAULT_DATA, help="(default: %(default)s)")
+    e2e.add_argument("--json", required=True, type=Path, help="where to write the results JSON")
+    e2e.add_argument("--markdown", type=Path, help="Markdown table to write (default: beside the JSON)")
+    e2e.add_argument("--latency-seconds", type=float, default=20.0, help="(default: %(default)s)")
+    e2e.set_defaults(handler=_bench_e2e)
 
 
 def _bench_engine(args: argparse.Namespace) -> int:
@@ -135,6 +147,20 @@ def _bench_engine(args: argparse.Namespace) -> int:
     )
     results = run_engine_bench(checkpoint, log, config)
     save(results, args.json, args.markdown or args.json.with_suffix(".md"))
+    print(json.dumps({k: v for k, v in results.items() if not isinstance(v, dict)}, indent=1))
+    return 0
+
+
+def _bench_e2e(args: argparse.Namespace) -> int:
+    from bench.e2e import E2EConfig, run_e2e_bench, write_markdown
+    from model.checkpoint import load_checkpoint
+    from model.data import load_event_log
+
+    load_checkpoint(args.checkpoint)  # fail early and clearly
+    results = run_e2e_bench(load_event_log(args.data), args.checkpoint, E2EConfig(latency_seconds=args.latency_seconds))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=1) + "\n")
+    write_markdown(results, args.markdown or args.json.with_suffix(".md"))
     print(json.dumps({k: v for k, v in results.items() if not isinstance(v, dict)}, indent=1))
     return 0
 
@@ -276,6 +302,24 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_demo(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="the whole service on the embedded broker and the shipped Taobao sample",
+        description="Start Kafka, create topics, train a model if none exists, run a worker, replay the sample, "
+        "print a live feed of interest updates, stop everything.",
+    )
+    parser.add_argument("--checkpoint", type=Path, default=Path("checkpoints/taobao"), help="(default: %(default)s)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="(default: %(default)s)")
+    parser.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from stream.demo import DemoConfig, run_demo
+
+    return run_demo(DemoConfig(data=args.data, checkpoint=args.checkpoint))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shiftwatch", description="Streaming interest-shift detection.")
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -286,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_topics(subparsers)
     _add_worker(subparsers)
     _add_replay(subparsers)
+    _add_demo(subparsers)
     return parser
 
 

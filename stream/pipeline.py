@@ -3,8 +3,9 @@
 :meth:`InterestPipeline.admit` runs once per message, where the Faust agent may write the
 user's table row: it validates, deduplicates and orders the event into the
 :class:`~stream.state.UserState`. :meth:`InterestPipeline.score` runs once per
-micro-batch: one batched engine step for all admitted events, then one
-:class:`~topics.records.InterestUpdate` each.
+micro-batch: one batched engine step for all admitted events, then one interest update
+each: a dict with exactly the fields of :class:`~topics.records.InterestUpdate` (built as
+a plain dict because a Faust record costs more than the model step per event).
 """
 
 from __future__ import annotations
@@ -21,8 +22,12 @@ from model.vocab import OOV_ID, TokenSequence, Tokenizer
 from stream.settings import Settings
 from stream.state import StoredEvent, UserState
 from stream.validation import Rejection, validate
-from topics.records import CategoryProbability, ClickEvent, DeadLetter, InterestUpdate
+from topics.records import ClickEvent, DeadLetter
 from topics.specs import EVENTS
+
+
+Update = dict[str, object]
+"""An interest update: the fields of :class:`topics.records.InterestUpdate`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,19 +152,19 @@ class InterestPipeline:
         columns = np.asarray(rows, dtype=np.int64).reshape(-1, 4).T
         return TokenSequence(*(np.ascontiguousarray(c) for c in columns))
 
-    def score(self, batch: Sequence[Admitted]) -> list[InterestUpdate | None]:
+    def score(self, batch: Sequence[Admitted]) -> list[Update | None]:
         """One update per admitted event, in order; ``None`` where the distribution moved
         less than the publish threshold."""
         if not batch:
             return []
-        updates: list[InterestUpdate | None] = []
+        updates: list[Update | None] = []
         start = 0
         for stop in [i for i, a in enumerate(batch) if a.reorder and i > 0] + [len(batch)]:
             updates.extend(self._score_segment(batch[start:stop]))
             start = stop
         return updates
 
-    def _score_segment(self, segment: Sequence[Admitted]) -> list[InterestUpdate | None]:
+    def _score_segment(self, segment: Sequence[Admitted]) -> list[Update | None]:
         """Score events of which only the first may be a reorder (its user is rebuilt)."""
         if segment[0].reorder:
             self.engine.forget(segment[0].user_id)
@@ -175,38 +180,41 @@ class InterestPipeline:
             self._snapshots = {}
         return [self._update(a, result, row) for row, a in enumerate(segment)]
 
-    def _update(self, admitted: Admitted, result: StepResult, row: int) -> InterestUpdate | None:
+    def _update(self, admitted: Admitted, result: StepResult, row: int) -> Update | None:
         probs = result.category_probs[row].astype(np.float64)
         threshold = self.settings.publish_threshold
         previous = self._last_published.get(admitted.user_id)
         if threshold > 0 and previous is not None and 0.5 * np.abs(probs - previous).sum() <= threshold:
             return None
         self._last_published[admitted.user_id] = probs
-        by_category = self._raw_category_probs(admitted, probs, result.copy_weights[row], result.copy_positions[row])
+        by_category = self._top_raw_categories(admitted, probs, result.copy_weights[row], result.copy_positions[row])
         top = sorted(by_category.items(), key=lambda kv: (-kv[1], kv[0]))[: self.settings.top_k]
         nonzero = probs[probs > 0]
-        return InterestUpdate(
-            user_id=admitted.user_id,
-            event_id=admitted.event_id,
-            ts=admitted.ts,
-            model_version=result.model_version,
-            top_categories=[CategoryProbability(category_id=c, probability=round(p, 6)) for c, p in top],
-            entropy=round(float(-(nonzero * np.log(nonzero)).sum()), 6),
-            sequence_length=admitted.position + 1,
-        )
+        return {
+            "user_id": admitted.user_id,
+            "event_id": admitted.event_id,
+            "ts": admitted.ts,
+            "model_version": result.model_version,
+            "top_categories": [{"category_id": c, "probability": round(p, 6)} for c, p in top],
+            "entropy": round(float(-(nonzero * np.log(nonzero)).sum()), 6),
+            "sequence_length": admitted.position + 1,
+        }
 
-    def _raw_category_probs(
+    def _top_raw_categories(
         self, admitted: Admitted, probs: np.ndarray, copy_weights: np.ndarray, copy_positions: np.ndarray
     ) -> dict[str, float]:
-        """Probabilities by raw category id. Mass copied from events whose category is
-        outside the vocabulary goes to those categories; the generator's own OOV mass is
-        not a category and is left out."""
+        """Candidates for the top categories, by raw category id: the ``top_k`` most likely
+        in the vocabulary, and the categories outside it that the copy head points at (their
+        mass is credited to them). The generator's own OOV mass is not a category."""
         vocabulary = self.tokenizer.categories
-        out = {vocabulary.decode(i): float(p) for i, p in enumerate(probs) if i > OOV_ID and p > 0}
+        scores = probs.copy()
+        scores[: OOV_ID + 1] = -1.0
+        k = min(self.settings.top_k, len(scores) - OOV_ID - 1)
+        best = np.argpartition(-scores, k - 1)[:k] if k > 0 else []
+        out = {vocabulary.decode(int(i)): float(probs[i]) for i in best if probs[i] > 0}
         for weight, position in zip(copy_weights, copy_positions):
-            if position < 0 or weight <= 0:
-                continue
-            category = admitted.events[position - admitted.first_position].category_id
-            if category not in vocabulary:
-                out[category] = out.get(category, 0.0) + float(weight)
+            if position >= 0 and weight > 0:
+                category = admitted.events[position - admitted.first_position].category_id
+                if category not in vocabulary:
+                    out[category] = out.get(category, 0.0) + float(weight)
         return out

@@ -12,6 +12,7 @@ dead-letter field) and a human ``detail``.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, get_args
@@ -40,7 +41,7 @@ def _timestamp_ms(raw: object) -> int | None:
         return None
     if isinstance(raw, int):
         return raw * 1000 if abs(raw) < SECONDS_CUTOFF else raw
-    if isinstance(raw, float) and raw == raw:
+    if isinstance(raw, float) and math.isfinite(raw):
         return int(raw * 1000) if abs(raw) < SECONDS_CUTOFF else int(raw)
     if isinstance(raw, str):
         try:

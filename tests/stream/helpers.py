@@ -73,3 +73,14 @@ def raw_messages(log: EventLog) -> list[tuple[bytes, bytes]]:
 
 def event_value(**fields: object) -> bytes:
     return json.dumps(fields).encode()
+
+
+def same_update(a: dict, b: dict, tolerance: float = 2e-6) -> bool:
+    """Equal up to float rounding (a rebuilt cache and an incremental one differ by ~1e-7)."""
+    fixed = ("user_id", "event_id", "ts", "model_version", "sequence_length")
+    if any(a[k] != b[k] for k in fixed) or abs(a["entropy"] - b["entropy"]) > tolerance:
+        return False
+    top_a = {c["category_id"]: c["probability"] for c in a["top_categories"]}
+    top_b = {c["category_id"]: c["probability"] for c in b["top_categories"]}
+    shared = top_a.keys() & top_b.keys()
+    return len(shared) >= len(top_a) - 1 and all(abs(top_a[c] - top_b[c]) <= tolerance for c in shared)

@@ -10,7 +10,15 @@ import pytest
 from stream.pipeline import Admitted, Ignored, InterestPipeline, Refused
 from stream.settings import Settings
 from stream.state import UserState
-from tests.stream.helpers import assert_update_matches, offline_probabilities, raw_messages, small_checkpoint, taobao_users
+from tests.stream.helpers import (
+    assert_update_matches,
+    offline_probabilities,
+    raw_messages,
+    same_update,
+    small_checkpoint,
+    taobao_users,
+)
+from topics.records import InterestUpdate
 
 NOW_MS = 1_800_000_000_000
 
@@ -53,10 +61,11 @@ def test_updates_equal_the_offline_model_in_any_batching(log, checkpoint, batch_
     assert len(updates) == log.n_events
     seen: dict[str, int] = {}
     for update in updates:
-        payload = json.loads(update.dumps())
-        assert payload["sequence_length"] == seen.get(update.user_id, 0) + 1  # per-user order
-        seen[update.user_id] = payload["sequence_length"]
-        assert_update_matches(payload, checkpoint, reference[update.user_id])
+        payload = json.loads(InterestUpdate.from_data(update).dumps())  # the record's exact fields
+        assert payload == update
+        assert payload["sequence_length"] == seen.get(payload["user_id"], 0) + 1  # per-user order
+        seen[payload["user_id"]] = payload["sequence_length"]
+        assert_update_matches(payload, checkpoint, reference[payload["user_id"]])
         assert len(payload["top_categories"]) == settings.top_k
         assert payload["model_version"] == checkpoint.model_version
 
@@ -71,7 +80,7 @@ def test_duplicates_are_ignored_and_redeliveries_reproduce_the_same_update(log, 
     index = max(i for i, (k, _) in enumerate(stream) if k == key)
     again = pipeline.admit(stream[index][1], key, 0, index, state, NOW_MS)  # same message: redelivered
     assert isinstance(again, Admitted)
-    assert pipeline.score([again])[0] == first[-1]
+    assert same_update(pipeline.score([again])[0], first[-1])
     copy = pipeline.admit(stream[index][1], key, 0, 10_000, state, NOW_MS)  # same event id, new message
     assert isinstance(copy, Ignored) and state.duplicates == 1
 
@@ -96,7 +105,7 @@ def test_late_events_are_refused_and_slightly_late_ones_reordered(log, checkpoin
     assert isinstance(reordered, Admitted) and reordered.reorder
     assert [e.event_id for e in state.events] == ["e0", "e3", "e1"]
     update = pipeline.score([reordered])[0]
-    assert update.event_id == "e3" and update.sequence_length == 3
+    assert update["event_id"] == "e3" and update["sequence_length"] == 3
 
 
 def test_messages_keyed_by_something_else_are_refused(log, checkpoint) -> None:

@@ -10,7 +10,7 @@ from collections import defaultdict
 import pytest
 
 from tests.stream.conftest import consume, produce
-from tests.stream.helpers import assert_update_matches, event_value, offline_probabilities, raw_messages
+from tests.stream.helpers import assert_update_matches, event_value, offline_probabilities, raw_messages, same_update
 from topics.specs import EVENTS, INVALID, UPDATES
 
 pytestmark = pytest.mark.kafka
@@ -34,17 +34,6 @@ def by_user(records: list) -> dict[str, list[dict]]:
         assert record.key.decode() == update["user_id"]
         grouped[update["user_id"]].append(update)
     return grouped
-
-
-def same_update(a: dict, b: dict, tolerance: float = 2e-6) -> bool:
-    """Equal up to float rounding (a rebuilt cache and an incremental one differ by ~1e-7)."""
-    fixed = ("user_id", "event_id", "ts", "model_version", "sequence_length")
-    if any(a[k] != b[k] for k in fixed) or abs(a["entropy"] - b["entropy"]) > tolerance:
-        return False
-    top_a = {c["category_id"]: c["probability"] for c in a["top_categories"]}
-    top_b = {c["category_id"]: c["probability"] for c in b["top_categories"]}
-    shared = top_a.keys() & top_b.keys()
-    return len(shared) >= len(top_a) - 1 and all(abs(top_a[c] - top_b[c]) <= tolerance for c in shared)
 
 
 def test_replayed_events_give_one_exact_update_each_and_bad_ones_go_to_dead_letters(

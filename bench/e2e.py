@@ -1,0 +1,213 @@
+"""End-to-end benchmark: one worker process on a real broker, against two ceilings.
+
+In one run, on one broker, with the same input (the Taobao sample, pre-loaded into the
+input topic):
+
+* ``raw_consumer_eps``: an aiokafka consumer reading the input topic, doing nothing;
+* ``trivial_faust_eps``: a Faust agent consuming it in batches (``take_events``), doing nothing;
+* ``e2e_eps``: the ShiftWatch worker, from its first update to its last, sustained;
+* ``latency_p50_ms`` / ``latency_p99_ms``: event produced -> its update consumed, with
+  events produced at ``latency_load`` of the measured throughput for ``latency_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from model.data import EventLog
+from stream.broker import EmbeddedBroker, free_port
+from stream.kafka import create_topics
+from stream.replay import messages, replay
+from topics.specs import EVENTS, PARTITIONS, UPDATES
+
+TRIVIAL_AGENT = """
+import os, time, faust
+app = faust.App("trivial-" + os.environ["RUN"], broker="kafka://" + os.environ["KAFKA_BOOTSTRAP"],
+                store="memory://", topic_partitions={partitions}, consumer_auto_offset_reset="earliest",
+                web_enabled=False)
+topic = app.topic("{topic}", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+seen = {{"n": 0, "first": None}}
+@app.agent(topic)
+async def count(stream):
+    async for batch in stream.take_events(1000, within=0.05):
+        seen["first"] = seen["first"] or time.monotonic()
+        seen["n"] += len(batch)
+        if seen["n"] >= int(os.environ["EXPECTED"]):
+            print(f"RESULT {{seen['n']}} {{time.monotonic() - seen['first']}}", flush=True)
+            os._exit(0)
+"""
+
+
+@dataclass(frozen=True)
+class E2EConfig:
+    latency_seconds: float = 20.0
+    latency_load: float = 0.5
+    timeout_s: float = 900.0
+
+
+async def _raw_consumer(bootstrap: str, expected: int) -> float:
+    consumer = AIOKafkaConsumer(EVENTS.name, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    try:
+        count, first = 0, None
+        while count < expected:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            first = first or time.monotonic()
+            count += sum(len(r) for r in batches.values())
+        return count / (time.monotonic() - first)
+    finally:
+        await consumer.stop()
+
+
+def _trivial_faust(bootstrap: str, expected: int, workdir: Path, timeout: float) -> float:
+    script = workdir / "trivial_agent.py"
+    script.write_text(TRIVIAL_AGENT.format(partitions=PARTITIONS, topic=EVENTS.name))
+    env = {**os.environ, "KAFKA_BOOTSTRAP": bootstrap, "EXPECTED": str(expected), "RUN": str(int(time.time()))}
+    result = subprocess.run(
+        [sys.executable, "-m", "faust", "-A", "trivial_agent", "worker", "--without-web", "-l", "warn"],
+        cwd=workdir, env={**env, "PYTHONPATH": str(workdir)}, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    line = next((l for l in result.stdout.splitlines() + result.stderr.splitlines() if "RESULT" in l), None)
+    if line is None:
+        raise RuntimeError(f"the trivial agent did not finish:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    count, seconds = line.split("RESULT", 1)[1].split()[:2]
+    return int(count) / float(seconds)
+
+
+async def _await_updates(bootstrap: str, expected: int, worker: subprocess.Popen, timeout: float) -> list[float]:
+    """Arrival times (monotonic) of the first ``expected`` updates."""
+    consumer = AIOKafkaConsumer(UPDATES.name, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    arrivals: list[float] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(arrivals) < expected:
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker stopped or timed out after {len(arrivals):,} of {expected:,} updates")
+            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            now = time.monotonic()
+            arrivals.extend(now for records in batches.values() for _ in records)
+    finally:
+        await consumer.stop()
+    return arrivals
+
+
+async def _latency(bootstrap: str, log: EventLog, rate: float, seconds: float, already: int) -> list[float]:
+    """Produce fresh events at ``rate``; milliseconds from each send to its update's arrival."""
+    users = log.users
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
+    consumer = AIOKafkaConsumer(UPDATES.name, bootstrap_servers=bootstrap, auto_offset_reset="latest", group_id=None)
+    await producer.start()
+    await consumer.start()
+    await consumer.seek_to_end()
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    base_ts = max(u.timestamps[-1] for u in users if u.timestamps) * 1000 + 1000  # type: ignore[index]
+    n = int(rate * seconds)
+
+    async def send() -> None:
+        started = time.monotonic()
+        for i in range(n):
+            user = users[i % len(users)]
+            event_id = f"latency-{already}-{i}"
+            value = {"event_id": event_id, "user_id": user.user_id, "item_id": user.items[-1],
+                     "category_id": user.categories[-1], "event_type": "view", "ts": base_ts + i}  # fmt: skip
+            delay = started + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent[event_id] = time.monotonic()
+            await producer.send(EVENTS.name, key=user.user_id.encode(), value=json.dumps(value).encode())
+
+    sender = asyncio.create_task(send())
+    deadline = time.monotonic() + seconds + 60
+    try:
+        while len(latencies) < n and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                now = time.monotonic()
+                for record in records:
+                    event_id = json.loads(record.value)["event_id"]
+                    if event_id in sent:
+                        latencies.append((now - sent[event_id]) * 1000)
+        await sender
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return latencies
+
+
+def run_e2e_bench(log: EventLog, checkpoint: Path, config: E2EConfig = E2EConfig()) -> dict[str, object]:
+    external = os.environ.get("KAFKA_BOOTSTRAP")
+    with tempfile.TemporaryDirectory(prefix="shiftwatch-e2e-") as tmp:
+        workdir = Path(tmp)
+        broker = None if external else EmbeddedBroker(workdir / "broker")
+        worker: subprocess.Popen | None = None
+        try:
+            bootstrap = external or broker.start()  # type: ignore[union-attr]
+            asyncio.run(create_topics(bootstrap))
+            expected = asyncio.run(replay(log, bootstrap))
+            raw_eps = asyncio.run(_raw_consumer(bootstrap, expected))
+            trivial_eps = _trivial_faust(bootstrap, expected, workdir, config.timeout_s)
+            env = {
+                **os.environ, "KAFKA_BOOTSTRAP": bootstrap, "SHIFTWATCH_CHECKPOINT": str(checkpoint),
+                "SHIFTWATCH_APP_ID": f"shiftwatch-e2e-{int(time.time())}", "SHIFTWATCH_DATA_DIR": str(workdir / "worker"),
+                "SHIFTWATCH_WEB_PORT": str(free_port()),
+            }  # fmt: skip
+            with open(workdir / "worker.log", "wb") as handle:
+                worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env, stdout=handle, stderr=subprocess.STDOUT)
+            arrivals = asyncio.run(_await_updates(bootstrap, expected, worker, config.timeout_s))
+            e2e_eps = (len(arrivals) - 1) / max(arrivals[-1] - arrivals[0], 1e-9)
+            latencies = asyncio.run(_latency(bootstrap, log, config.latency_load * e2e_eps, config.latency_seconds, expected))
+        finally:
+            if worker is not None and worker.poll() is None:
+                worker.terminate()
+                worker.wait(timeout=30)
+            if broker is not None:
+                broker.stop()
+    return {
+        "e2e_eps": round(e2e_eps, 1),
+        "latency_p50_ms": round(float(np.percentile(latencies, 50)), 1),
+        "latency_p99_ms": round(float(np.percentile(latencies, 99)), 1),
+        "trivial_faust_eps": round(trivial_eps, 1),
+        "raw_consumer_eps": round(raw_eps, 1),
+        "setup": {
+            "dataset": log.name,
+            "events": expected,
+            "partitions": PARTITIONS,
+            "latency_rate_eps": round(config.latency_load * e2e_eps, 1),
+            "latency_events": len(latencies),
+            "cpu_count": os.cpu_count(),
+            "broker": "external" if external else "embedded Apache Kafka",
+        },
+    }
+
+
+def write_markdown(results: dict[str, object], path: Path) -> None:
+    setup = results["setup"]
+    lines = [
+        "# End-to-end benchmark",
+        "",
+        f"One worker process, {setup['events']:,} events of {setup['dataset']} pre-loaded into "
+        f"{setup['partitions']} partitions, {setup['broker']}, {setup['cpu_count']} CPUs. "
+        "Produced by `shiftwatch bench e2e`.",
+        "",
+        "| measure | value |",
+        "|---|---:|",
+        f"| raw aiokafka consumer, events/s | {results['raw_consumer_eps']:,.0f} |",
+        f"| trivial Faust agent, events/s | {results['trivial_faust_eps']:,.0f} |",
+        f"| ShiftWatch worker end to end, events/s | {results['e2e_eps']:,.0f} |",
+        f"| latency p50 / p99 at {setup['latency_rate_eps']:,.0f} events/s, ms | "
+        f"{results['latency_p50_ms']:,.1f} / {results['latency_p99_ms']:,.1f} |",
+        "",
+    ]
+    path.write_text("\n".join(lines))

@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from stream.broker import KAFKA_VERSION, POM
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_one_kafka_version_everywhere() -> None:
+    compose = (ROOT / "docker-compose.yml").read_text()
+    assert re.findall(r"apache/kafka:([\d.]+)", compose) == [KAFKA_VERSION]
+    assert f"<kafka.version>{KAFKA_VERSION}</kafka.version>" in POM.read_text()
