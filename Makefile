@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench-beauty bench-engine eval-taobao clean
+.PHONY: install test demo bench-beauty bench-engine bench-e2e eval-taobao clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,7 +35,13 @@ bench-engine: install
 	test -f checkpoints/taobao/checkpoint.json || $(MAKE) eval-taobao
 	$(BIN)/shiftwatch bench engine --checkpoint checkpoints/taobao --json bench/results/engine.json
 
-demo: eval-taobao
+bench-e2e: install
+	test -f checkpoints/taobao/checkpoint.json || $(MAKE) eval-taobao
+	$(BIN)/shiftwatch bench e2e --checkpoint checkpoints/taobao --json bench/results/e2e.json
+
+# The main job: Kafka, a worker and the shipped Taobao sample, with a live feed; trains a model if none exists.
+demo: install
+	$(BIN)/shiftwatch demo
 
 clean:
-	rm -rf checkpoints .pytest_cache
+	rm -rf checkpoints .pytest_cache .shiftwatch

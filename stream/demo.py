@@ -31,7 +31,7 @@ class DemoConfig:
     data: Path = Path("data/taobao/UserBehavior_head_84475rows.csv.gz")
     checkpoint: Path = Path("checkpoints/taobao")
     state_dir: Path = Path(".shiftwatch/demo")
-    train_minutes: float = 2.0
+    train_minutes: float = 1.0
     timeout_s: float = 600.0
     feed_lines_per_second: float = 4.0
 
