@@ -74,8 +74,13 @@ def port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+def cluster_id() -> str:
+    """A random KRaft cluster id: base64url of 16 bytes. Like Kafka's own ``random-uuid``, never
+    one starting with ``-``, which the storage tool's argument parser would take for an option."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not candidate.startswith("-"):
+            return candidate
 
 
 def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
@@ -161,7 +166,7 @@ class EmbeddedBroker:
         classpath = f"{libs}/*"
         java = ["java", f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}", "-cp", classpath]
         if not (self.data_dir / "logs" / "meta.properties").exists():
-            format_command = [*java, "kafka.tools.StorageTool", "format", "--standalone", "-t", _cluster_id(), "-c", str(properties)]
+            format_command = [*java, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id(), "-c", str(properties)]
             result = subprocess.run(format_command, capture_output=True, text=True)
             if result.returncode != 0:
                 raise BrokerError(f"formatting {self.data_dir / 'logs'} failed:\n{result.stdout}{result.stderr}")

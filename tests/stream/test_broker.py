@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from stream.broker import EmbeddedBroker, port_open, server_properties
+from stream.broker import EmbeddedBroker, cluster_id, port_open, server_properties
 
 pytestmark = pytest.mark.kafka
 
@@ -37,3 +37,8 @@ def test_cli_starts_detached_reports_and_stops_by_pid(tmp_path) -> None:
     stopped = cli("stop")
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     assert broker.pid is None and cli("status").returncode == 1
+
+
+def test_cluster_ids_never_look_like_an_option() -> None:
+    ids = [cluster_id() for _ in range(2000)]  # about 1 in 64 raw candidates starts with "-"
+    assert not any(i.startswith("-") for i in ids) and all(len(i) == 22 for i in ids)
