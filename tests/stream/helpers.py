@@ -76,9 +76,10 @@ def event_value(**fields: object) -> bytes:
 
 
 def same_update(a: dict, b: dict, tolerance: float = 2e-6) -> bool:
-    """Equal up to float rounding (a rebuilt cache and an incremental one differ by ~1e-7)."""
+    """Equal up to float rounding (a rebuilt cache and an incremental one differ by ~1e-7 per
+    probability; the entropy sums thousands of terms, so it gets a wider margin)."""
     fixed = ("user_id", "event_id", "ts", "model_version", "sequence_length")
-    if any(a[k] != b[k] for k in fixed) or abs(a["entropy"] - b["entropy"]) > tolerance:
+    if any(a[k] != b[k] for k in fixed) or abs(a["entropy"] - b["entropy"]) > 10 * tolerance:
         return False
     top_a = {c["category_id"]: c["probability"] for c in a["top_categories"]}
     top_b = {c["category_id"]: c["probability"] for c in b["top_categories"]}
