@@ -60,12 +60,6 @@ class UserState:
         """Absolute position of ``events[0]``."""
         return self.length - len(self.events)
 
-    def position_of(self, event_id: str) -> int | None:
-        for index, stored in enumerate(self.events):
-            if stored.event_id == event_id:
-                return self.first_position + index
-        return None
-
     def accept(self, event: StoredEvent, keep: int, lateness_ms: int = 0) -> Outcome:
         """Add ``event`` unless it is a duplicate or too late; say what happened.
 
