@@ -32,8 +32,9 @@ from tqdm import tqdm
 from model.checkpoint import Checkpoint
 from model.data import EventLog
 from model.engine import EventTokens, IncrementalEngine, InMemoryHistory, UserEvent
-from model.transformer import InterestTransformer, TokenBatch
-from model.vocab import PAD_ID, TokenSequence
+from model.batching import pad_sequences
+from model.transformer import InterestTransformer
+from model.vocab import TokenSequence
 
 
 @dataclass(frozen=True)
@@ -70,12 +71,7 @@ def recompute(model: InterestTransformer, windows: Sequence[TokenSequence], last
     by side in one ``(B, n_categories + top_k)`` array, by a full forward over the window."""
     lengths = torch.tensor([len(w) for w in windows])
     width = int(lengths.max())
-    columns = {name: np.full((len(windows), width), PAD_ID, dtype=np.int64) for name in TokenSequence.__slots__}
-    for row, window in enumerate(windows):
-        for name in TokenSequence.__slots__:
-            columns[name][row, : len(window)] = getattr(window, name)
-    starts = torch.tensor(last_positions) - lengths + 1
-    batch = TokenBatch(**{name: torch.from_numpy(c) for name, c in columns.items()}, start_positions=starts)
+    batch = pad_sequences(windows, (torch.tensor(last_positions) - lengths + 1).tolist())
     encoding = model.encode(batch)
     last = lengths - 1
     hidden = encoding.hidden[torch.arange(len(windows)), last]

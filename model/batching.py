@@ -44,18 +44,23 @@ def pieces_for(sequence: int, first_output: int, stop: int, max_outputs: int, co
     return pieces
 
 
+def pad_sequences(
+    sequences: Sequence[TokenSequence], start_positions: Sequence[int], device: torch.device | None = None
+) -> TokenBatch:
+    """Right-pad token sequences into one :class:`TokenBatch`; ``start_positions`` are their
+    first events' absolute positions."""
+    arrays = np.full((4, len(sequences), max(len(s) for s in sequences)), PAD_ID, dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        for column, values in enumerate((seq.items, seq.categories, seq.behaviors, seq.gaps)):
+            arrays[column, row, : len(seq)] = values
+    tensors = [torch.from_numpy(a).to(device) for a in arrays]
+    return TokenBatch(*tensors, start_positions=torch.tensor(list(start_positions), dtype=torch.long, device=device))
+
+
 def pad_batch(tokens: Sequence[TokenSequence], pieces: Sequence[Piece], device: torch.device | None = None) -> TokenBatch:
     """Right-pad the inputs of ``pieces`` into one :class:`TokenBatch`."""
-    length = max(p.length for p in pieces)
-    arrays = np.full((4, len(pieces), length), PAD_ID, dtype=np.int64)
-    for row, piece in enumerate(pieces):
-        seq = tokens[piece.sequence]
-        window = slice(piece.input_start, piece.stop)
-        for column, values in enumerate((seq.items, seq.categories, seq.behaviors, seq.gaps)):
-            arrays[column, row, : piece.length] = values[window]
-    tensors = [torch.from_numpy(a).to(device) for a in arrays]
-    starts = torch.tensor([p.input_start for p in pieces], dtype=torch.long, device=device)
-    return TokenBatch(*tensors, start_positions=starts)
+    windows = [tokens[p.sequence].slice(p.input_start, p.stop) for p in pieces]
+    return pad_sequences(windows, [p.input_start for p in pieces], device)
 
 
 def batches_by_length(pieces: Sequence[Piece], batch_size: int, rng: np.random.Generator | None = None) -> list[list[Piece]]:

@@ -37,8 +37,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.transformer import InterestTransformer, TokenBatch
-from model.vocab import PAD_ID, TokenSequence
+from model.batching import pad_sequences
+from model.transformer import InterestTransformer
+from model.vocab import TokenSequence
 
 NO_EVENT = -(1 << 40)  # position of an empty cache slot: never inside any window
 DEFAULT_BUDGET_BYTES = 256 * 1024 * 1024
@@ -353,13 +354,8 @@ class IncrementalEngine:
         lengths = [len(h) for h in histories]
         if max(lengths) == 0:
             return
-        width = max(lengths)
-        columns = {name: np.full((len(events), width), PAD_ID, dtype=np.int64) for name in TokenSequence.__slots__}
-        for row, h in enumerate(histories):
-            for name in TokenSequence.__slots__:
-                columns[name][row, : len(h)] = getattr(h, name)
         starts = torch.tensor([e.position - n for e, n in zip(events, lengths)], dtype=torch.long)
-        batch = TokenBatch(**{name: torch.from_numpy(c) for name, c in columns.items()}, start_positions=starts)
+        batch = pad_sequences(histories, starts.tolist())
         encoding = self.model.encode(batch)
         for ring, tensors in ((config.window, "kv"), (config.copy_window, "copy")):
             rows, steps = [], []
