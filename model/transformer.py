@@ -275,6 +275,8 @@ class InterestTransformer(nn.Module):
 
     def top_items(self, hidden: Tensor, k: int) -> tuple[Tensor, Tensor]:
         """The ``k`` best next items of outputs ``hidden (B, d)`` (never padding or OOV): scores, ids."""
+        if k == 0:  # the stream worker asks for none: skip scoring every item
+            return hidden.new_empty((len(hidden), 0)), torch.empty((len(hidden), 0), dtype=torch.long)
         scores = self.item_logits(hidden)
         scores[:, [PAD_ID, OOV_ID]] = NEG_INF
         return scores.topk(k, dim=-1)

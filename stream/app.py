@@ -1,26 +1,40 @@
 """The Faust app: input topic -> user table -> incremental engine -> interest updates.
 
-Thin glue around :class:`stream.pipeline.InterestPipeline`. Each message is admitted in its
-own event context (so the user's table row, and its changelog, are written for the right
-partition); admitted events are scored in micro-batches, one engine step per batch, in a
-worker thread so the event loop keeps heartbeating. Offsets are acknowledged only after a
-batch's updates have been handed to the producer.
-"""
+Thin glue around :class:`stream.pipeline.InterestPipeline`. The agent takes the input in
+micro-batches and, for each batch: admits every message into its user's state (in memory),
+scores the admitted events with one engine step in a worker thread (so the event loop keeps
+heartbeating), publishes the updates and dead letters and waits until Kafka has them, then
+writes each changed user's table row and waits for its changelog message. Only then does
+Faust acknowledge the batch's offsets. So a committed offset never runs ahead of the
+changelog: after a crash, an event is either in the recovered row (its update was
+published; its redelivery is recognised by offset) or it is redelivered and processed as new.
+
+Messages go straight to the producer, not through Faust's ``topic.send`` or table assignment:
+inside an agent ``topic.send`` attaches the message to the offset and publishes it at the
+next commit (seconds of latency), a table assignment's changelog message may still sit in
+Faust's buffer when the offsets are committed (its flush gives up after 0.1 s), and that
+buffer sends one message at a time."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+import weakref
+from collections.abc import Awaitable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import faust
+import faust.streams
+from faust.types import EventT
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from model.checkpoint import load_checkpoint
 from stream.pipeline import Admitted, Ignored, InterestPipeline, Refused
+from stream.recovery import QueueSafeTableManager, SnapshotConsumer
 from stream.settings import Settings
-from stream.state import UserState
+from stream.state import StateCache, UserState
 from topics.records import DeadLetter
 from topics.specs import EVENTS, INVALID, PARTITIONS, UPDATES
 
@@ -65,71 +79,85 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=3,
         stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
         table_cleanup_interval=3600,
+        TableManager=QueueSafeTableManager,
     )
+    app.transport.Consumer = SnapshotConsumer
     # Raw bytes in: the pipeline parses and validates them, and dead-letters them verbatim.
     events_topic = app.topic(
         EVENTS.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=PARTITIONS
     )
-    updates_topic = app.topic(
-        UPDATES.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=PARTITIONS
-    )
-    invalid_topic = app.topic(INVALID.name, value_type=DeadLetter, partitions=PARTITIONS)
     users = app.Table("users", partitions=PARTITIONS, key_type=bytes, value_type=bytes, help="user state rows (JSON)")
-
-    # Deserialised rows of the users this worker serves; the table stays the truth. Any
-    # rebalance may move users away and back, so the cache is dropped on every one.
-    states: dict[bytes, UserState] = {}
+    # The table stays the truth; any rebalance may move users away and back, so the cache of
+    # deserialised rows is dropped on every one.
+    states = StateCache(settings.state_cache_users)
 
     @app.on_partitions_revoked.connect
     async def forget_states(sender: Any, revoked: Any, **kwargs: Any) -> None:
         states.clear()
 
-    @app.agent(events_topic)
-    async def interest(stream: faust.StreamT) -> None:
-        pending: dict[tuple[int, int], Admitted] = {}
+    def load(event: EventT, key: bytes) -> UserState:
+        state = states.get(key)
+        if state is None:
+            with current_event(event):
+                row = users.get(key)
+            state = UserState.from_json(row) if row else UserState.empty()
+            states.put(key, state)
+        return state
 
-        async def admit(value: bytes) -> bytes:
-            event = stream.current_event
-            assert event is not None
+    async def send(topic: str, user_id: str | None, value: bytes) -> Awaitable[Any]:
+        """Hand a message to the producer, keyed by user; returns its delivery future."""
+        key = user_id.encode() if user_id is not None else None
+        return await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
+
+    async def process(batch: Sequence[EventT]) -> None:
+        now_ms = int(time.time() * 1000)
+        admitted: list[Admitted] = []
+        letters: list[DeadLetter] = []
+        changed: dict[bytes, tuple[EventT, UserState]] = {}
+        for event in batch:  # no await in this loop: a rebalance may not clear the states mid-batch
             message = event.message
-            raw = value or b""
-            key: bytes | None = message.key if isinstance(message.key, bytes) else None
-            state = states.get(key) if key is not None else None
-            if state is None:
-                row = users.get(key) if key is not None else None
-                state = UserState.from_json(row) if row else UserState.empty()
-            outcome = pipeline.admit(raw, key, message.partition, message.offset, state, int(time.time() * 1000))
+            key = message.key if isinstance(message.key, bytes) else None
+            state = load(event, key) if key is not None else UserState.empty()
+            outcome = pipeline.admit(message.value or b"", key, message.partition, message.offset, state, now_ms)
             if isinstance(outcome, Refused):
-                letter = outcome.dead_letter
+                letters.append(outcome.dead_letter)
                 metrics.events.labels("refused").inc()
-                metrics.dead_letters.labels(letter.reason).inc()
-                await invalid_topic.send(key=letter.user_id, value=letter)
+                metrics.dead_letters.labels(outcome.dead_letter.reason).inc()
+                if outcome.dead_letter.reason != "late":  # a late event is counted in its user's row
+                    continue
             elif isinstance(outcome, Ignored):
                 metrics.events.labels(outcome.why).inc()
-                users[key] = state.to_json()
-                states[key] = state
             else:
                 metrics.events.labels("accepted").inc()
-                users[key] = state.to_json()
-                states[key] = state
-                pending[(message.partition, message.offset)] = outcome
-            return value
-
-        stream.add_processor(admit)
-        loop = asyncio.get_running_loop()
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            admitted = [a for e in batch if (a := pending.pop((e.message.partition, e.message.offset), None))]
-            if not admitted:
-                continue
+                admitted.append(outcome)
+            changed[key] = (event, state)  # type: ignore[index]
+        deliveries = [await send(INVALID.name, letter.user_id, letter.dumps()) for letter in letters]
+        if admitted:
             started = time.perf_counter()
-            updates = await loop.run_in_executor(None, pipeline.score, admitted)
+            updates = await asyncio.get_running_loop().run_in_executor(None, pipeline.score, admitted)
             metrics.batch_seconds.observe(time.perf_counter() - started)
             metrics.batch_size.observe(len(admitted))
             for update in updates:
                 if update is not None:
                     value = json.dumps(update, separators=(",", ":")).encode()
-                    await updates_topic.send(key=str(update["user_id"]).encode(), value=value)
+                    deliveries.append(await send(UPDATES.name, str(update["user_id"]), value))
                     metrics.updates.inc()
+        await asyncio.gather(*deliveries)
+        changelog = users.changelog_topic.get_topic_name()
+        rows = []
+        for key, (event, state) in changed.items():
+            row = state.to_json()
+            with current_event(event):
+                users.data[key] = row
+            partition = event.message.partition  # the changelog is co-partitioned with the input
+            rows.append(await app.producer.send(changelog, key, row, partition=partition, timestamp=None, headers=None))
+        for written in await asyncio.gather(*rows):  # where a restart with this RocksDB resumes reading
+            users.data.set_persisted_offset(written.topic_partition, written.offset)
+
+    @app.agent(events_topic)
+    async def interest(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            await process(batch)
 
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:
@@ -137,3 +165,13 @@ def create_app(settings: Settings) -> faust.App:
 
     app.shiftwatch_pipeline = pipeline  # type: ignore[attr-defined]
     return app
+
+
+@contextmanager
+def current_event(event: EventT) -> Iterator[None]:
+    """Make ``event`` Faust's current event: a table store takes a key's partition from it."""
+    token = faust.streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust.streams._current_event.reset(token)

@@ -1,8 +1,7 @@
 """From raw input messages to interest updates: the worker's logic, without Kafka.
 
-:meth:`InterestPipeline.admit` runs once per message, where the Faust agent may write the
-user's table row: it validates, deduplicates and orders the event into the
-:class:`~stream.state.UserState`. :meth:`InterestPipeline.score` runs once per
+:meth:`InterestPipeline.admit` runs once per message: it validates, deduplicates and orders
+the event into the user's :class:`~stream.state.UserState`. :meth:`InterestPipeline.score` runs once per
 micro-batch: one batched engine step for all admitted events, then one interest update
 each: a dict with exactly the fields of :class:`~topics.records.InterestUpdate` (built as
 a plain dict because a Faust record costs more than the model step per event).
@@ -15,9 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from model.checkpoint import Checkpoint
-from model.engine import EventTokens, IncrementalEngine, StepResult, UserEvent
+from model.engine import EventTokens, IncrementalEngine, UserEvent
 from model.vocab import OOV_ID, TokenSequence, Tokenizer
 from stream.settings import Settings
 from stream.state import StoredEvent, UserState
@@ -32,10 +32,11 @@ Update = dict[str, object]
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
-    """An event to score: the user's kept events as they stood, and which one to score.
+    """An event to score: the user's kept events as they stood just after it was accepted.
 
-    ``position`` is the absolute position of ``events[index]``. ``reorder`` means the
-    event landed before later ones, so the user's cache must be rebuilt.
+    The update is the interest after ``events[index]``, the user's latest event (which is
+    this one, unless it was reordered before later ones: then ``reorder`` is set and the
+    user's cache must be rebuilt). ``position`` is its absolute position.
     """
 
     user_id: str
@@ -44,8 +45,11 @@ class Admitted:
     events: tuple[StoredEvent, ...]
     first_position: int
     before_ts: int | None
-    index: int
     reorder: bool
+
+    @property
+    def index(self) -> int:
+        return len(self.events) - 1
 
     @property
     def position(self) -> int:
@@ -59,15 +63,11 @@ class Refused:
 
 @dataclass(frozen=True, slots=True)
 class Ignored:
-    """Nothing to publish: a ``duplicate`` event id, or a ``stale_redelivery``: a message
-    redelivered after a crash with more than ``redelivery_margin`` of the user's events
-    admitted after it, so its earlier context is no longer kept and re-scoring it would not
-    be exact. Its update was almost always published before the crash; if the crash came
-    between admitting it and publishing its batch, that update is lost (counted)."""
+    """Nothing to publish: a ``redelivered`` message or a ``duplicate`` event id."""
 
     user_id: str
     event_id: str
-    why: str = "duplicate"
+    why: str
 
 
 def dead_letter(raw: bytes, rejection: Rejection, partition: int, offset: int, event: dict[str, str] | None = None) -> DeadLetter:
@@ -90,7 +90,7 @@ class InterestPipeline:
         self.settings = settings
         self.tokenizer: Tokenizer = checkpoint.tokenizer
         self.context = checkpoint.config.receptive_field - 1
-        self.keep = checkpoint.config.receptive_field + settings.redelivery_margin
+        self.keep = checkpoint.config.receptive_field
         self.engine = IncrementalEngine(
             checkpoint.model, checkpoint.model_version, self, budget_bytes=settings.cache_mb * 2**20, top_k=0
         )
@@ -114,23 +114,17 @@ class InterestPipeline:
             found = "no message key" if key is None else f"message key {key[:40]!r}"
             wrong_key = Rejection("wrong_key", f"{found}; messages must be keyed by user id")
             return Refused(dead_letter(raw, wrong_key, partition, offset, ids))
-        stored = StoredEvent(event.event_id, event.item_id, event.category_id, event.event_type, event.ts, partition, offset)
-        outcome = state.accept(stored, self.keep, int(self.settings.lateness_s * 1000))
-        if outcome == "duplicate":
-            return Ignored(event.user_id, event.event_id)
+        stored = StoredEvent(event.event_id, event.item_id, event.category_id, event.event_type, event.ts)
+        outcome = state.accept(stored, self.keep, int(self.settings.lateness_s * 1000), (partition, offset))
+        if outcome in ("duplicate", "redelivered"):
+            return Ignored(event.user_id, event.event_id, outcome)
         if outcome == "late":
             late = Rejection("late", f"ts {event.ts} is more than {self.settings.lateness_s:g} s before {state.last_ts}")
             return Refused(dead_letter(raw, late, partition, offset, ids))
         events = tuple(state.events)
-        if outcome == "redelivered":  # score the event itself again, exactly as first published
-            index = next(i for i, e in enumerate(events) if e.event_id == event.event_id)
-            if index < self.context and state.first_position > 0:
-                return Ignored(event.user_id, event.event_id, "stale_redelivery")
-        else:  # the interest after the user's latest event (the new one, unless reordered)
-            index = len(events) - 1
         return Admitted(
-            event.user_id, event.event_id, event.ts, events, state.first_position, state.before_ts, index,
-            reorder=outcome != "appended",
+            event.user_id, event.event_id, event.ts, events, state.first_position, state.before_ts,
+            reorder=outcome == "reordered",
         )  # fmt: skip
 
     # -- HistorySource for the engine: the snapshots of the batch being scored --------
@@ -178,43 +172,47 @@ class InterestPipeline:
             result = self.engine.step(steps)
         finally:
             self._snapshots = {}
-        return [self._update(a, result, row) for row, a in enumerate(segment)]
+        probs = result.category_probs.astype(np.float64)
+        entropy = -torch.special.xlogy(torch.from_numpy(probs), torch.from_numpy(probs)).sum(dim=1).numpy()
+        k = min(self.settings.top_k, probs.shape[1] - OOV_ID - 1)
+        # padding and the generator's own OOV mass are not categories
+        best = torch.from_numpy(result.category_probs[:, OOV_ID + 1 :]).topk(k, dim=1).indices.numpy() + OOV_ID + 1
+        return [
+            self._update(a, result.model_version, probs[row], float(entropy[row]), best[row], result.copy_weights[row], result.copy_positions[row])
+            for row, a in enumerate(segment)
+        ]  # fmt: skip
 
-    def _update(self, admitted: Admitted, result: StepResult, row: int) -> Update | None:
-        probs = result.category_probs[row].astype(np.float64)
+    def _update(
+        self, admitted: Admitted, model_version: str, probs: np.ndarray, entropy: float, best: np.ndarray,
+        copy_weights: np.ndarray, copy_positions: np.ndarray,
+    ) -> Update | None:  # fmt: skip
         threshold = self.settings.publish_threshold
         previous = self._last_published.get(admitted.user_id)
         if threshold > 0 and previous is not None and 0.5 * np.abs(probs - previous).sum() <= threshold:
             return None
         self._last_published[admitted.user_id] = probs
-        by_category = self._top_raw_categories(admitted, probs, result.copy_weights[row], result.copy_positions[row])
+        by_category = self._top_raw_categories(admitted, probs, best, copy_weights, copy_positions)
         top = sorted(by_category.items(), key=lambda kv: (-kv[1], kv[0]))[: self.settings.top_k]
-        nonzero = probs[probs > 0]
         return {
             "user_id": admitted.user_id,
             "event_id": admitted.event_id,
             "ts": admitted.ts,
-            "model_version": result.model_version,
+            "model_version": model_version,
             "top_categories": [{"category_id": c, "probability": round(p, 6)} for c, p in top],
-            "entropy": round(float(-(nonzero * np.log(nonzero)).sum()), 6),
+            "entropy": round(entropy, 6),
             "sequence_length": admitted.position + 1,
         }
 
     def _top_raw_categories(
-        self, admitted: Admitted, probs: np.ndarray, copy_weights: np.ndarray, copy_positions: np.ndarray
+        self, admitted: Admitted, probs: np.ndarray, best: np.ndarray, copy_weights: np.ndarray, copy_positions: np.ndarray
     ) -> dict[str, float]:
-        """Candidates for the top categories, by raw category id: the ``top_k`` most likely
-        in the vocabulary, and the categories outside it that the copy head points at (their
-        mass is credited to them). The generator's own OOV mass is not a category."""
+        """Candidates for the top categories, by raw category id: the ``best`` in the
+        vocabulary, and the categories outside it that the copy head points at (their mass is
+        credited to them)."""
         vocabulary = self.tokenizer.categories
-        scores = probs.copy()
-        scores[: OOV_ID + 1] = -1.0
-        k = min(self.settings.top_k, len(scores) - OOV_ID - 1)
-        best = np.argpartition(-scores, k - 1)[:k] if k > 0 else []
         out = {vocabulary.decode(int(i)): float(probs[i]) for i in best if probs[i] > 0}
-        for weight, position in zip(copy_weights, copy_positions):
-            if position >= 0 and weight > 0:
-                category = admitted.events[position - admitted.first_position].category_id
-                if category not in vocabulary:
-                    out[category] = out.get(category, 0.0) + float(weight)
+        for slot in np.flatnonzero((copy_positions >= 0) & (copy_weights > 0)):
+            category = admitted.events[copy_positions[slot] - admitted.first_position].category_id
+            if category not in vocabulary:
+                out[category] = out.get(category, 0.0) + float(copy_weights[slot])
         return out

@@ -35,9 +35,9 @@ class Settings:
     top_k: int = setting(5, "Categories per interest update.")
     publish_threshold: float = setting(0.0, "Publish an update only when the distribution moved more than this (total variation); 0 publishes every event.")
     lateness_s: float = setting(3600.0, "How far (seconds) an event may be older than the user's latest and still be put in time order; older ones are dead-lettered as `late`.")
-    redelivery_margin: int = setting(32, "Events kept per user beyond the model's receptive field, so that an event redelivered after a crash is re-scored exactly.")
     max_string_length: int = setting(256, "Longest id accepted in an input event.")
     cache_mb: int = setting(256, "Byte budget of the engine's KV cache, MiB.")
+    state_cache_users: int = setting(20_000, "Users whose table rows are kept deserialised in memory (least recently used first out).")
     web_port: int = setting(6066, "Port of the worker's web server (Prometheus metrics at /metrics).")
 
     @classmethod

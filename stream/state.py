@@ -2,15 +2,17 @@
 
 It keeps the raw fields of the user's last ``keep`` events (the model's receptive field),
 so a cache can be rebuilt exactly and a new checkpoint can re-tokenise them; the total
-number of accepted events (the next event's position); and counters. Raw values, not
-token ids, so that the row survives a vocabulary change.
+number of accepted events (the next event's position); the input offset it has seen up
+to; and counters. Raw values, not token ids, so that the row survives a vocabulary change.
 
 >>> state = UserState.empty()
->>> state.accept(StoredEvent("e1", "i1", "c1", "view", 1_000, 0, 10), keep=3)
+>>> state.accept(StoredEvent("e1", "i1", "c1", "view", 1_000), keep=3, source=(0, 10))
 'appended'
->>> state.accept(StoredEvent("e1", "i1", "c1", "view", 1_000, 0, 11), keep=3)
+>>> state.accept(StoredEvent("e1", "i1", "c1", "view", 1_000), keep=3, source=(0, 10))
+'redelivered'
+>>> state.accept(StoredEvent("e1", "i1", "c1", "view", 1_000), keep=3, source=(0, 11))
 'duplicate'
->>> state.accept(StoredEvent("e2", "i2", "c1", "cart", 500, 0, 12), keep=3, lateness_ms=1_000)
+>>> state.accept(StoredEvent("e2", "i2", "c1", "cart", 500), keep=3, lateness_ms=1_000, source=(0, 12))
 'reordered'
 >>> [e.event_id for e in state.events], state.length
 (['e2', 'e1'], 2)
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import json
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -27,7 +30,7 @@ Outcome = Literal["appended", "reordered", "duplicate", "redelivered", "late"]
 
 
 class StoredEvent(NamedTuple):
-    """An accepted event, as kept in the table, with the input offset it came from.
+    """An accepted event, as kept in the table.
 
     A named tuple, so that a row serialises to compact JSON arrays at C speed.
     """
@@ -37,8 +40,6 @@ class StoredEvent(NamedTuple):
     category_id: str
     event_type: str
     ts: int
-    partition: int
-    offset: int
 
 
 @dataclass
@@ -50,6 +51,8 @@ class UserState:
     duplicates: int = 0
     late: int = 0
     reordered: int = 0
+    source_partition: int = -1  # all of a user's messages come from one input partition (keyed by user)
+    source_offset: int = -1  # the last input offset applied to this row
 
     @classmethod
     def empty(cls) -> UserState:
@@ -60,20 +63,19 @@ class UserState:
         """Absolute position of ``events[0]``."""
         return self.length - len(self.events)
 
-    def accept(self, event: StoredEvent, keep: int, lateness_ms: int = 0) -> Outcome:
-        """Add ``event`` unless it is a duplicate or too late; say what happened.
-
-        ``redelivered``: the same message (same partition and offset) seen again, as after
-        a crash between the table write and the commit; the state is unchanged, and the
-        caller should re-publish its update. ``duplicate``: the same event id from another
-        message; nothing is published.
+    def accept(self, event: StoredEvent, keep: int, lateness_ms: int = 0, source: tuple[int, int] = (-1, -1)) -> Outcome:
+        """Add ``event``, read from input ``source`` (partition, offset), unless it is a message
+        this row has already seen (``redelivered``, as after a crash between publishing and
+        committing), an event id among the kept events (``duplicate``, as a producer's retry
+        sends), or too ``late``. Say what happened.
         """
-        for stored in self.events:
-            if stored.event_id == event.event_id:
-                if (stored.partition, stored.offset) == (event.partition, event.offset):
-                    return "redelivered"
-                self.duplicates += 1
-                return "duplicate"
+        partition, offset = source
+        if partition == self.source_partition and offset <= self.source_offset:
+            return "redelivered"
+        self.source_partition, self.source_offset = partition, offset
+        if any(stored.event_id == event.event_id for stored in self.events):
+            self.duplicates += 1
+            return "duplicate"
         if self.last_ts is not None and event.ts < self.last_ts - lateness_ms:
             self.late += 1
             return "late"
@@ -105,4 +107,34 @@ class UserState:
         return cls(events=[StoredEvent._make(e) for e in row.pop("events")], **row)
 
 
-_COUNTERS = ("length", "last_ts", "before_ts", "duplicates", "late", "reordered")
+_COUNTERS = ("length", "last_ts", "before_ts", "duplicates", "late", "reordered", "source_partition", "source_offset")
+
+
+class StateCache:
+    """Deserialised rows of the most recently seen users; the least recently used go first.
+
+    >>> cache = StateCache(capacity=2)
+    >>> cache.put(b"a", UserState.empty()); cache.put(b"b", UserState.empty())
+    >>> _ = cache.get(b"a"); cache.put(b"c", UserState.empty())
+    >>> [key for key in (b"a", b"b", b"c") if cache.get(key) is not None]
+    [b'a', b'c']
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._states: OrderedDict[bytes, UserState] = OrderedDict()
+
+    def get(self, key: bytes) -> UserState | None:
+        state = self._states.get(key)
+        if state is not None:
+            self._states.move_to_end(key)
+        return state
+
+    def put(self, key: bytes, state: UserState) -> None:
+        self._states[key] = state
+        self._states.move_to_end(key)
+        while len(self._states) > self.capacity:
+            self._states.popitem(last=False)
+
+    def clear(self) -> None:
+        self._states.clear()

@@ -1,0 +1,87 @@
+"""Two fixes to Faust (faust-streaming 0.15.3) so that a restart or rebalance loses no input.
+
+We measured about half of the restarts under load losing messages, some 20 per partition
+(never processed, while later offsets were processed and committed; in the spirit of
+faust-streaming/faust#596). Two races cause it:
+
+1. At the end of recovery Faust resumes the input partitions, seeks them to the committed
+   offsets, and only then resumes flow control, which clears the in-memory stream queues.
+   Messages fetched in between are put in a queue that is then emptied, while the read
+   offset has moved past them. :class:`QueueSafeRecovery` resumes the input partitions only
+   after flow control has resumed.
+2. The fetcher hands the *live* set of active partitions to the consumer thread. When it
+   empties in the meantime (the changelogs are paused at the end of recovery, the inputs not
+   yet resumed), aiokafka returns records of every partition, advancing their positions, and
+   Faust then drops the ones of inactive partitions. :class:`SnapshotConsumer` fetches with a
+   copy taken when the fetch is decided.
+
+``tests/stream/test_worker.py`` restarts a worker mid-stream (killed and stopped) and checks
+that every event gets its update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from faust.tables import TableManager
+from faust.tables.recovery import Recovery
+from faust.transport.consumer import RecordMap
+from faust.transport.drivers.aiokafka import Consumer
+from faust.types import TP
+
+
+class QueueSafeRecovery(Recovery):
+    """:class:`faust.tables.recovery.Recovery` that resumes stream partitions last."""
+
+    async def on_recovery_completed(self, generation_id: int = 0) -> None:
+        with _resume_partitions_after_flow(self.app):
+            await super().on_recovery_completed(generation_id)
+
+    async def _resume_streams(self, generation_id: int = 0) -> None:
+        with _resume_partitions_after_flow(self.app):
+            await super()._resume_streams(generation_id)
+
+
+class QueueSafeTableManager(TableManager):
+    """The app's ``TableManager`` setting: Faust's, with :class:`QueueSafeRecovery`."""
+
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = QueueSafeRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
+
+
+class SnapshotConsumer(Consumer):
+    """Faust's aiokafka consumer, fetching only the partitions active when the fetch began."""
+
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> RecordMap:
+        snapshot = None if active_partitions is None else set(active_partitions)
+        return await super()._getmany(snapshot, timeout)
+
+
+@contextmanager
+def _resume_partitions_after_flow(app: Any) -> Iterator[None]:
+    """Within the block, ``consumer.resume_partitions`` only notes its partitions, and
+    ``flow_control.resume`` (which clears the stream queues) resumes them afterwards."""
+    consumer, flow_control = app.consumer, app.flow_control
+    held: set[TP] = set()
+    resume_partitions, resume_flow = consumer.resume_partitions, flow_control.resume
+
+    def hold(partitions: Iterable[TP]) -> None:
+        held.update(partitions)
+
+    def resume_flow_then_partitions() -> None:
+        resume_flow()
+        resume_partitions(set(held))
+        held.clear()
+
+    consumer.resume_partitions, flow_control.resume = hold, resume_flow_then_partitions
+    try:
+        yield
+    finally:
+        del consumer.resume_partitions, flow_control.resume
+        if held:  # Faust returned early (a new rebalance began): resume as it would have
+            resume_partitions(held)
