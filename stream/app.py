@@ -81,7 +81,7 @@ def create_app(settings: Settings) -> faust.App:
         table_cleanup_interval=3600,
         TableManager=QueueSafeTableManager,
     )
-    app.transport.Consumer = SnapshotConsumer
+    app.transport.Consumer = SnapshotConsumer  # the class Faust's transport builds its consumer from
     # Raw bytes in: the pipeline parses and validates them, and dead-letters them verbatim.
     events_topic = app.topic(
         EVENTS.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=PARTITIONS

@@ -1,10 +1,11 @@
 """From raw input messages to interest updates: the worker's logic, without Kafka.
 
-:meth:`InterestPipeline.admit` runs once per message: it validates, deduplicates and orders
-the event into the user's :class:`~stream.state.UserState`. :meth:`InterestPipeline.score` runs once per
-micro-batch: one batched engine step for all admitted events, then one interest update
-each: a dict with exactly the fields of :class:`~topics.records.InterestUpdate` (built as
-a plain dict because a Faust record costs more than the model step per event).
+:meth:`InterestPipeline.admit` runs once per message: it validates, deduplicates and
+orders the event into the user's :class:`~stream.state.UserState`.
+:meth:`InterestPipeline.score` runs once per micro-batch: one batched engine step for all
+admitted events, then one interest update each: a dict with exactly the fields of
+:class:`~topics.records.InterestUpdate` (a plain dict, because a Faust record costs more
+than the model step per event).
 """
 
 from __future__ import annotations
