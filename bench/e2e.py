@@ -26,9 +26,10 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from model.data import EventLog
-from stream.broker import EmbeddedBroker, free_port
+from stream.broker import EmbeddedBroker
 from stream.kafka import create_topics
 from stream.replay import messages, replay
+from stream.worker import WorkerProcess
 from topics.specs import EVENTS, PARTITIONS, UPDATES
 
 TRIVIAL_AGENT = """
@@ -85,7 +86,7 @@ def _trivial_faust(bootstrap: str, expected: int, workdir: Path, timeout: float)
     return int(count) / float(seconds)
 
 
-async def _await_updates(bootstrap: str, expected: int, worker: subprocess.Popen, timeout: float) -> list[float]:
+async def _await_updates(bootstrap: str, expected: int, worker: WorkerProcess, timeout: float) -> list[float]:
     """Arrival times (monotonic) of the first ``expected`` updates."""
     consumer = AIOKafkaConsumer(UPDATES.name, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
     await consumer.start()
@@ -93,7 +94,7 @@ async def _await_updates(bootstrap: str, expected: int, worker: subprocess.Popen
     deadline = time.monotonic() + timeout
     try:
         while len(arrivals) < expected:
-            if worker.poll() is not None or time.monotonic() > deadline:
+            if worker.exited() or time.monotonic() > deadline:
                 raise RuntimeError(f"worker stopped or timed out after {len(arrivals):,} of {expected:,} updates")
             batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
             now = time.monotonic()
@@ -151,27 +152,23 @@ def run_e2e_bench(log: EventLog, checkpoint: Path, config: E2EConfig = E2EConfig
     with tempfile.TemporaryDirectory(prefix="shiftwatch-e2e-") as tmp:
         workdir = Path(tmp)
         broker = None if external else EmbeddedBroker(workdir / "broker")
-        worker: subprocess.Popen | None = None
+        worker: WorkerProcess | None = None
         try:
             bootstrap = external or broker.start()  # type: ignore[union-attr]
             asyncio.run(create_topics(bootstrap))
             expected = asyncio.run(replay(log, bootstrap))
             raw_eps = asyncio.run(_raw_consumer(bootstrap, expected))
             trivial_eps = _trivial_faust(bootstrap, expected, workdir, config.timeout_s)
-            env = {
-                **os.environ, "KAFKA_BOOTSTRAP": bootstrap, "SHIFTWATCH_CHECKPOINT": str(checkpoint),
-                "SHIFTWATCH_APP_ID": f"shiftwatch-e2e-{int(time.time())}", "SHIFTWATCH_DATA_DIR": str(workdir / "worker"),
-                "SHIFTWATCH_WEB_PORT": str(free_port()),
-            }  # fmt: skip
-            with open(workdir / "worker.log", "wb") as handle:
-                worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env, stdout=handle, stderr=subprocess.STDOUT)
+            worker = WorkerProcess(
+                workdir / "worker.log", kafka_bootstrap=bootstrap, checkpoint=checkpoint,
+                app_id=f"shiftwatch-e2e-{int(time.time())}", data_dir=workdir / "worker",
+            ).start()  # fmt: skip
             arrivals = asyncio.run(_await_updates(bootstrap, expected, worker, config.timeout_s))
             e2e_eps = (len(arrivals) - 1) / max(arrivals[-1] - arrivals[0], 1e-9)
             latencies = asyncio.run(_latency(bootstrap, log, config.latency_load * e2e_eps, config.latency_seconds, expected))
         finally:
-            if worker is not None and worker.poll() is None:
-                worker.terminate()
-                worker.wait(timeout=30)
+            if worker is not None:
+                worker.stop()
             if broker is not None:
                 broker.stop()
     return {

@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 
 from model.data import load_event_log
-from stream.broker import EmbeddedBroker, free_port
+from stream.broker import EmbeddedBroker
 from stream.kafka import create_topics
 from stream.replay import replay
+from stream.worker import WorkerProcess
 
 DEFAULT_DATA = Path("data/taobao/UserBehavior_head_84475rows.csv.gz")
 THREADS = {"MainThread": "event loop: Faust stream, admission, publishing, rows", "asyncio_0": "executor: engine step, updates"}
@@ -47,23 +48,18 @@ def sample(data: Path, checkpoint: Path, seconds: int, warmup_s: float, rate: in
     try:
         asyncio.run(create_topics(bootstrap))
         asyncio.run(replay(load_event_log(data), bootstrap))
-        env = {
-            **os.environ, "KAFKA_BOOTSTRAP": bootstrap, "SHIFTWATCH_CHECKPOINT": str(checkpoint),
-            "SHIFTWATCH_DATA_DIR": str(work / "worker"), "SHIFTWATCH_WEB_PORT": str(free_port()),
-        }  # fmt: skip
-        with open(work / "worker.log", "wb") as log:
-            worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        worker = WorkerProcess(
+            work / "worker.log", kafka_bootstrap=bootstrap, checkpoint=checkpoint, data_dir=work / "worker"
+        ).start()
         time.sleep(warmup_s)
-        raw = work / "samples.txt"
-        command = [spy, "record", "-p", str(worker.pid), "-d", str(seconds), "-r", str(rate), "-f", "raw", "-o", str(raw), "--threads"]
+        raw = Path(tempfile.mkstemp(prefix="shiftwatch-samples-", suffix=".txt")[1])
+        pid = str(worker.process.pid)  # type: ignore[union-attr]
+        command = [spy, "record", "-p", pid, "-d", str(seconds), "-r", str(rate), "-f", "raw", "-o", str(raw), "--threads"]
         subprocess.run(command, check=True, capture_output=True)
-        kept = Path(tempfile.mkstemp(suffix=".txt")[1])
-        shutil.copy(raw, kept)
-        return kept
+        return raw
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.terminate()
-            worker.wait(timeout=30)
+        if worker is not None:
+            worker.stop()
         broker.stop()
         shutil.rmtree(work, ignore_errors=True)
 

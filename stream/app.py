@@ -163,7 +163,6 @@ def create_app(settings: Settings) -> faust.App:
     async def prometheus(web: Any, request: Any) -> Any:
         return web.bytes(generate_latest(metrics.registry), content_type="text/plain; version=0.0.4")
 
-    app.shiftwatch_pipeline = pipeline  # type: ignore[attr-defined]
     return app
 
 

@@ -11,8 +11,6 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,9 +18,10 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 
 from model.data import EventLog, load_event_log
-from stream.broker import EmbeddedBroker, free_port
+from stream.broker import EmbeddedBroker
 from stream.kafka import create_topics
 from stream.replay import replay
+from stream.worker import WorkerProcess
 from topics.specs import INVALID, UPDATES
 
 
@@ -55,7 +54,7 @@ def describe(update: dict) -> str:
     return f"user {update['user_id']:>8}  after {update['sequence_length']:>4} events  ->  {top}   (entropy {update['entropy']:.2f})"
 
 
-async def follow(bootstrap: str, expected: int, config: DemoConfig, worker: subprocess.Popen) -> dict[str, int]:
+async def follow(bootstrap: str, expected: int, config: DemoConfig, worker: WorkerProcess) -> dict[str, int]:
     """Print a live feed (a user's line when their top interest changes) until ``expected`` updates."""
     consumer = AIOKafkaConsumer(
         UPDATES.name, INVALID.name, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
@@ -66,8 +65,8 @@ async def follow(bootstrap: str, expected: int, config: DemoConfig, worker: subp
     started = last_line = last_progress = time.monotonic()
     try:
         while counts["updates"] < expected:
-            if worker.poll() is not None:
-                raise RuntimeError(f"the worker exited with {worker.returncode}; see {config.state_dir / 'worker.log'}")
+            if worker.exited():
+                raise RuntimeError(f"the worker exited with {worker.process.returncode}; see {worker.log}")  # type: ignore[union-attr]
             if time.monotonic() - started > config.timeout_s:
                 raise TimeoutError(f"only {counts['updates']:,} of {expected:,} updates after {config.timeout_s:g} s")
             for tp, records in (await consumer.getmany(timeout_ms=200, max_records=5000)).items():
@@ -103,25 +102,17 @@ def run_demo(config: DemoConfig = DemoConfig()) -> int:
     ensure_checkpoint(config, log)
     external = os.environ.get("KAFKA_BOOTSTRAP")
     broker = None if external else EmbeddedBroker(config.state_dir / "broker")
-    worker: subprocess.Popen | None = None
+    worker: WorkerProcess | None = None
     try:
         bootstrap = external or broker.start()  # type: ignore[union-attr]
         print(f"kafka: {bootstrap} ({'external' if external else 'embedded Apache Kafka, pid %s' % broker.pid})")  # type: ignore[union-attr]
         for name, outcome in asyncio.run(create_topics(bootstrap)).items():
             print(f"topic {name}: {outcome}")
-        env = {
-            **os.environ,
-            "KAFKA_BOOTSTRAP": bootstrap,
-            "SHIFTWATCH_APP_ID": f"shiftwatch-demo-{int(time.time())}",
-            "SHIFTWATCH_CHECKPOINT": str(config.checkpoint),
-            "SHIFTWATCH_DATA_DIR": str(config.state_dir / "worker"),
-            "SHIFTWATCH_WEB_PORT": str(free_port()),
-        }
-        with open(config.state_dir / "worker.log", "wb") as handle:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "stream.cli", "worker", "--loglevel", "warn"], env=env, stdout=handle, stderr=subprocess.STDOUT
-            )
-        print(f"worker: pid {worker.pid}, metrics at http://127.0.0.1:{env['SHIFTWATCH_WEB_PORT']}/metrics")
+        worker = WorkerProcess(
+            config.state_dir / "worker.log", kafka_bootstrap=bootstrap, app_id=f"shiftwatch-demo-{int(time.time())}",
+            checkpoint=config.checkpoint, data_dir=config.state_dir / "worker",
+        ).start()  # fmt: skip
+        print(f"worker: pid {worker.process.pid}, metrics at http://127.0.0.1:{worker.web_port}/metrics")  # type: ignore[union-attr]
         print("replaying the sample; live feed (a line when a user's top interest changes):")
 
         async def replay_and_follow() -> dict[str, int]:
@@ -136,11 +127,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> int:
         )
         return 0
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.terminate()
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        if worker is not None:
+            worker.stop()
         if broker is not None:
             broker.stop()

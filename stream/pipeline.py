@@ -90,17 +90,12 @@ class InterestPipeline:
     def __init__(self, checkpoint: Checkpoint, settings: Settings):
         self.settings = settings
         self.tokenizer: Tokenizer = checkpoint.tokenizer
-        self.context = checkpoint.config.receptive_field - 1
         self.keep = checkpoint.config.receptive_field
         self.engine = IncrementalEngine(
             checkpoint.model, checkpoint.model_version, self, budget_bytes=settings.cache_mb * 2**20, top_k=0
         )
         self._snapshots: dict[tuple[str, int], Admitted] = {}
         self._last_published: dict[str, np.ndarray] = {}
-
-    @property
-    def model_version(self) -> str:
-        return self.engine.model_version
 
     def admit(
         self, raw: bytes, key: bytes | None, partition: int, offset: int, state: UserState, now_ms: int
@@ -137,15 +132,17 @@ class InterestPipeline:
         return self._tokens(admitted, start, stop)
 
     def _tokens(self, admitted: Admitted, start: int, stop: int) -> TokenSequence:
-        events = admitted.events
-        rows = []
-        for i in range(start, stop):
-            e = events[i]
-            previous = events[i - 1].ts if i > 0 else admitted.before_ts
-            gap = None if previous is None else (e.ts - previous) // 1000
-            rows.append(self.tokenizer.encode_event(e.item_id, e.category_id, e.event_type, gap))
+        rows = [self._event_tokens(admitted, i) for i in range(start, stop)]
         columns = np.asarray(rows, dtype=np.int64).reshape(-1, 4).T
         return TokenSequence(*(np.ascontiguousarray(c) for c in columns))
+
+    def _event_tokens(self, admitted: Admitted, i: int) -> tuple[int, int, int, int]:
+        """Model ids of ``admitted.events[i]``, its time gap taken from the event before."""
+        events = admitted.events
+        event = events[i]
+        previous = events[i - 1].ts if i > 0 else admitted.before_ts
+        gap = None if previous is None else (event.ts - previous) // 1000
+        return self.tokenizer.encode_event(event.item_id, event.category_id, event.event_type, gap)
 
     def score(self, batch: Sequence[Admitted]) -> list[Update | None]:
         """One update per admitted event, in order; ``None`` where the distribution moved
@@ -164,11 +161,7 @@ class InterestPipeline:
         if segment[0].reorder:
             self.engine.forget(segment[0].user_id)
         self._snapshots = {(a.user_id, a.position): a for a in segment}
-        steps = []
-        for a in segment:
-            token = self._tokens(a, a.index, a.index + 1)
-            tokens = EventTokens(*(int(getattr(token, name)[0]) for name in TokenSequence.__slots__))
-            steps.append(UserEvent(a.user_id, a.position, tokens))
+        steps = [UserEvent(a.user_id, a.position, EventTokens(*self._event_tokens(a, a.index))) for a in segment]
         try:
             result = self.engine.step(steps)
         finally:

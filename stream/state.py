@@ -46,7 +46,6 @@ class StoredEvent(NamedTuple):
 class UserState:
     events: list[StoredEvent] = field(default_factory=list)
     length: int = 0  # accepted events ever; the last kept event has position length - 1
-    last_ts: int | None = None
     before_ts: int | None = None  # ts of the event just before events[0], for its time gap
     duplicates: int = 0
     late: int = 0
@@ -57,6 +56,11 @@ class UserState:
     @classmethod
     def empty(cls) -> UserState:
         return cls()
+
+    @property
+    def last_ts(self) -> int | None:
+        """The latest timestamp accepted (events are kept in time order)."""
+        return self.events[-1].ts if self.events else None
 
     @property
     def first_position(self) -> int:
@@ -76,18 +80,18 @@ class UserState:
         if any(stored.event_id == event.event_id for stored in self.events):
             self.duplicates += 1
             return "duplicate"
-        if self.last_ts is not None and event.ts < self.last_ts - lateness_ms:
+        last_ts = self.last_ts
+        if last_ts is not None and event.ts < last_ts - lateness_ms:
             self.late += 1
             return "late"
         outcome: Outcome = "appended"
-        if self.last_ts is not None and event.ts < self.last_ts:
+        if last_ts is not None and event.ts < last_ts:
             times = [e.ts for e in self.events]
             self.events.insert(bisect.bisect_right(times, event.ts), event)
             self.reordered += 1
             outcome = "reordered"
         else:
             self.events.append(event)
-            self.last_ts = event.ts
         self.length += 1
         dropped = len(self.events) - keep
         if dropped > 0:
@@ -107,7 +111,7 @@ class UserState:
         return cls(events=[StoredEvent._make(e) for e in row.pop("events")], **row)
 
 
-_COUNTERS = ("length", "last_ts", "before_ts", "duplicates", "late", "reordered", "source_partition", "source_offset")
+_COUNTERS = ("length", "before_ts", "duplicates", "late", "reordered", "source_partition", "source_offset")
 
 
 class StateCache:

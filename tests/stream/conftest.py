@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from model.checkpoint import save_checkpoint
 from stream.broker import EmbeddedBroker
 from stream.kafka import create_topics, wait_until_ready
+from stream.worker import WorkerProcess
 from tests.stream.helpers import small_checkpoint, taobao_users
 from topics.specs import ALL_TOPICS
 
@@ -73,60 +72,16 @@ def stream_checkpoint(stream_log, tmp_path_factory: pytest.TempPathFactory):
     return checkpoint, directory
 
 
-class Worker:
-    """``shiftwatch worker`` as a real subprocess."""
-
-    def __init__(self, bootstrap: str, app_id: str, checkpoint: Path, data_dir: Path, **settings: str):
-        self.env = {
-            **os.environ,
-            "KAFKA_BOOTSTRAP": bootstrap,
-            "SHIFTWATCH_APP_ID": app_id,
-            "SHIFTWATCH_CHECKPOINT": str(checkpoint),
-            "SHIFTWATCH_DATA_DIR": str(data_dir),
-            "SHIFTWATCH_WEB_PORT": str(_free_port()),
-            **{f"SHIFTWATCH_{k.upper()}": v for k, v in settings.items()},
-        }
-        self.log = data_dir.with_suffix(".log")
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> Worker:
-        handle = open(self.log, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker", "--loglevel", "info"],
-            env=self.env, stdout=handle, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        handle.close()
-        return self
-
-    def stop(self, kill: bool = False) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        if kill:
-            self.process.kill()
-        else:
-            self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
-
-
-def _free_port() -> int:
-    from stream.broker import free_port
-
-    return free_port()
-
-
 @pytest.fixture
 def worker_factory(kafka_bootstrap: str, fresh_topics: str, stream_checkpoint, tmp_path: Path) -> Iterator:
-    workers: list[Worker] = []
+    workers: list[WorkerProcess] = []
 
-    def make(**settings: str) -> Worker:
-        worker = Worker(kafka_bootstrap, fresh_topics, stream_checkpoint[1], tmp_path / f"worker{len(workers)}", **settings)
+    def make(**settings: str) -> WorkerProcess:
+        data_dir = tmp_path / f"worker{len(workers)}"
+        worker = WorkerProcess(
+            data_dir.with_suffix(".log"), loglevel="info", kafka_bootstrap=kafka_bootstrap, app_id=fresh_topics,
+            checkpoint=stream_checkpoint[1], data_dir=data_dir, **settings,
+        )  # fmt: skip
         workers.append(worker)
         return worker
 
@@ -151,7 +106,7 @@ def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes
 
 
 async def _consume(
-    bootstrap: str, topic: str, count: int, timeout: float, worker: Worker | None, until: Callable[[list], bool] | None
+    bootstrap: str, topic: str, count: int, timeout: float, worker: WorkerProcess | None, until: Callable[[list], bool] | None
 ) -> list:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
     await consumer.start()
@@ -161,8 +116,8 @@ async def _consume(
         deadline = loop.time() + timeout
         done = until or (lambda records: len(records) >= count)
         while not done(got) and loop.time() < deadline:
-            if worker is not None and worker.process is not None and worker.process.poll() is not None:
-                raise AssertionError(f"the worker exited with {worker.process.returncode}:\n{worker.tail()}")
+            if worker is not None and worker.exited():
+                raise AssertionError(f"the worker exited with {worker.process.returncode}:\n{worker.tail()}")  # type: ignore[union-attr]
             batches = await consumer.getmany(timeout_ms=500)
             for records in batches.values():
                 got.extend(records)
@@ -180,7 +135,7 @@ def consume(
     topic: str,
     count: int = 0,
     timeout: float = 120.0,
-    worker: Worker | None = None,
+    worker: WorkerProcess | None = None,
     until: Callable[[list], bool] | None = None,
 ) -> list:
     """Records of ``topic`` from the start until ``count`` arrived (or ``until(records)``
