@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench-beauty bench-engine bench-e2e eval-taobao clean
+.PHONY: install test demo bench-beauty bench-engine bench-e2e eval-taobao detect-eval clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ eval-taobao: install
 	$(BIN)/shiftwatch evaluate --checkpoint checkpoints/taobao \
 		--data data/taobao/UserBehavior_head_84475rows.csv.gz \
 		--json bench/results/taobao.json --report bench/results/taobao.md
+
+# Shift detectors on spliced and naturally labelled Taobao histories; tunes and calibrates
+# the worker's detector (checkpoints/taobao/detector.json).
+detect-eval: install
+	test -f checkpoints/taobao/checkpoint.json || $(MAKE) eval-taobao
+	$(BIN)/shiftwatch detect-eval --checkpoint checkpoints/taobao --data data/taobao/UserBehavior_head_84475rows.csv.gz \
+		--json bench/results/detect.json --report bench/results/detect.md
 
 # Item-level check against published SASRec / S3-Rec figures (leave-one-out, full ranking).
 bench-beauty: install

@@ -91,7 +91,7 @@ def evaluate_transformer(
             target = vocabulary.encode(target_raw)
             if protocol.mask_seen:
                 scores[row, tokens[s].items[: output + 1]] = NEG_INF
-            extra = _copied_outside_vocabulary(scored, row, tokens[s].categories, raw[s])
+            extra = copied_outside_vocabulary(scored, row, tokens[s].categories, raw[s])
             target_score = scores[row, target] if target != OOV_ID else extra.get(target_raw, NEG_INF)
             if target_score == NEG_INF:
                 ranks[row] = scores.shape[1]
@@ -101,7 +101,7 @@ def evaluate_transformer(
     return _ordered(parts)
 
 
-def _copied_outside_vocabulary(scored: Scored, row: int, model_ids: np.ndarray, raw: Sequence[str]) -> dict[str, float]:
+def copied_outside_vocabulary(scored: Scored, row: int, model_ids: np.ndarray, raw: Sequence[str]) -> dict[str, float]:
     """Copy mass per raw category for the events of ``row``'s window whose category is OOV.
 
     Empty for the item head, which does not copy.

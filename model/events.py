@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 EVENT_TYPES: tuple[str, ...] = ("view", "click", "cart", "fav", "purchase")
 """The behaviour vocabulary, in a fixed order so that ids never change between checkpoints."""
 
@@ -20,3 +22,16 @@ def canonical_event_type(raw: str) -> str | None:
     ('view', 'purchase', None)
     """
     return BEHAVIOR_ALIASES.get(raw.strip().lower())
+
+
+class StoredEvent(NamedTuple):
+    """An accepted event, by raw ids: what a user's state keeps and a detector cites as evidence.
+
+    A named tuple, so that a row serialises to compact JSON arrays at C speed.
+    """
+
+    event_id: str
+    item_id: str
+    category_id: str
+    event_type: str
+    ts: int  # epoch milliseconds

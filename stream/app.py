@@ -1,11 +1,12 @@
-"""The Faust app: input topic -> user table -> incremental engine -> interest updates.
+"""The Faust app: input topic -> user table -> incremental engine -> interest updates and shifts.
 
 Thin glue around :class:`stream.pipeline.InterestPipeline`. The agent takes the input in
 micro-batches and, for each batch: admits every message into its user's state (in memory),
-scores the admitted events with one engine step in a worker thread (so the event loop keeps
-heartbeating), publishes the updates and dead letters and waits until Kafka has them, then
-writes each changed user's table row and waits for its changelog message. Only then does
-Faust acknowledge the batch's offsets. So a committed offset never runs ahead of the
+scores the admitted events with one engine step and their users' shift detectors in a worker
+thread (so the event loop keeps heartbeating), publishes the updates, shifts and dead letters
+and waits until Kafka has them, then writes each changed user's table row (the detector's
+state included) and waits for its changelog message. Only then does Faust acknowledge the
+batch's offsets. So a committed offset never runs ahead of the
 changelog: after a crash, an event is either in the recovered row (its update was
 published; its redelivery is recognised by offset) or it is redelivered and processed as new.
 
@@ -31,12 +32,13 @@ from faust.types import EventT
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from model.checkpoint import load_checkpoint
+from model.detector import load_detector
 from stream.pipeline import Admitted, Ignored, InterestPipeline, Refused
 from stream.recovery import QueueSafeTableManager, SnapshotConsumer
 from stream.settings import Settings
 from stream.state import StateCache, UserState
 from topics.records import DeadLetter
-from topics.specs import EVENTS, INVALID, PARTITIONS, UPDATES
+from topics.specs import EVENTS, INVALID, PARTITIONS, SHIFTS, UPDATES
 
 
 class Metrics:
@@ -51,6 +53,7 @@ class Metrics:
             "shiftwatch_dead_letters_total", "Refused input messages by reason", ["reason"], registry=self.registry
         )
         self.updates = Counter("shiftwatch_updates_published_total", "Interest updates published", registry=self.registry)
+        self.shifts = Counter("shiftwatch_shifts_published_total", "Interest shifts published", registry=self.registry)
         self.batch_seconds = Histogram(
             "shiftwatch_batch_seconds", "Engine time per micro-batch", registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
@@ -63,7 +66,7 @@ class Metrics:
 
 def create_app(settings: Settings) -> faust.App:
     checkpoint = load_checkpoint(settings.checkpoint)
-    pipeline = InterestPipeline(checkpoint, settings)
+    pipeline = InterestPipeline(checkpoint, settings, load_detector(settings.checkpoint))
     metrics = Metrics()
     app = faust.App(
         settings.app_id,
@@ -134,14 +137,16 @@ def create_app(settings: Settings) -> faust.App:
         deliveries = [await send(INVALID.name, letter.user_id, letter.dumps()) for letter in letters]
         if admitted:
             started = time.perf_counter()
-            updates = await asyncio.get_running_loop().run_in_executor(None, pipeline.score, admitted)
+            scored = await asyncio.get_running_loop().run_in_executor(None, pipeline.score, admitted)
             metrics.batch_seconds.observe(time.perf_counter() - started)
             metrics.batch_size.observe(len(admitted))
-            for update in updates:
+            for update in scored.updates:
                 if update is not None:
-                    value = json.dumps(update, separators=(",", ":")).encode()
-                    deliveries.append(await send(UPDATES.name, str(update["user_id"]), value))
+                    deliveries.append(await send(UPDATES.name, str(update["user_id"]), dump(update)))
                     metrics.updates.inc()
+            for shift in scored.shifts:
+                deliveries.append(await send(SHIFTS.name, str(shift["user_id"]), dump(shift)))
+                metrics.shifts.inc()
         await asyncio.gather(*deliveries)
         changelog = users.changelog_topic.get_topic_name()
         rows = []
@@ -164,6 +169,10 @@ def create_app(settings: Settings) -> faust.App:
         return web.bytes(generate_latest(metrics.registry), content_type="text/plain; version=0.0.4")
 
     return app
+
+
+def dump(record: dict[str, object]) -> bytes:
+    return json.dumps(record, separators=(",", ":")).encode()
 
 
 @contextmanager

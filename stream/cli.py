@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -103,6 +104,66 @@ def _evaluate(args: argparse.Namespace) -> int:
 DEFAULT_DATA = Path("data/taobao/UserBehavior_head_84475rows.csv.gz")
 
 
+def _add_checkpoint_and_data(parser: argparse.ArgumentParser, data_help: str) -> None:
+    """The options of commands that run a checkpoint over a log and write results JSON."""
+    parser.add_argument("--checkpoint", type=Path, default=Path("checkpoints/taobao"), help="(default: %(default)s)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=data_help)
+    parser.add_argument("--format", choices=["taobao", "s3rec"], help="force the input format (default: detect)")
+    parser.add_argument("--json", required=True, type=Path, help="where to write the results JSON")
+
+
+def _add_detect_eval(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "detect-eval",
+        help="evaluate interest-shift detectors on spliced and naturally labelled histories",
+        description=(
+            "Tune each shift detector on the validation users and score it on the test users, on spliced "
+            "histories (known change points) and on real histories labelled offline. Calibrates the "
+            "transformer detector's confidence and saves it as detector.json in the checkpoint directory, "
+            "where the worker loads it."
+        ),
+    )
+    _add_checkpoint_and_data(parser, "(default: %(default)s)")
+    parser.add_argument("--report", type=Path, help="Markdown report to write (two PNG plots land beside it)")
+    parser.add_argument("--tolerance", type=int, default=10, help="events after a change within which an alarm detects it (default: %(default)s)")
+    parser.add_argument("--spliced", type=int, default=250, help="spliced histories per split, and as many controls (default: %(default)s)")
+    parser.add_argument("--users", type=int, help="use only the first N users of the log")
+    parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    parser.add_argument("--workers", type=int, help="processes for the parameter search (default: up to 4 CPUs)")
+    parser.add_argument("--no-save-detector", action="store_true", help="do not write detector.json into the checkpoint")
+    parser.set_defaults(handler=_detect_eval)
+
+
+def _detect_eval(args: argparse.Namespace) -> int:
+    from model.checkpoint import load_checkpoint
+    from model.data import load_event_log
+    from model.detect_eval import EvalSettings, detect_eval
+    from model.detect_report import write_detect_report
+    from model.detector import save_detector
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    log = load_event_log(args.data, args.format)
+    if args.users:
+        log = log.first_users(args.users)
+    settings = EvalSettings(tolerance=args.tolerance, spliced=args.spliced, seed=args.seed)
+    if args.workers:
+        settings = replace(settings, workers=args.workers)
+    result, detector = detect_eval(checkpoint, log, settings)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1) + "\n")
+    if args.report:
+        write_detect_report(result, args.report)
+    if not args.no_save_detector:
+        provenance = {"dataset": log.name, "tuned_on": "spliced validation users", "results": str(args.json)}
+        print(f"detector tuned and calibrated: {save_detector(detector, args.checkpoint, provenance)}", file=sys.stderr)
+    summary = {
+        benchmark: {name: {k: row[k] for k in ("precision", "recall", "f1", "median_delay", "false_alarms_per_1k")} for name, row in result[benchmark].items()}
+        for benchmark in ("spliced", "natural")
+    }
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
 def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("bench", help="benchmarks; results as JSON and Markdown")
     benches = parser.add_subparsers(dest="bench", required=True)
@@ -111,10 +172,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
         help="incremental engine vs full recompute on replayed sequences",
         description="Naive, batched-recompute, incremental (hits) and rebuild (misses) inference, side by side.",
     )
-    engine.add_argument("--checkpoint", type=Path, default=Path("checkpoints/taobao"), help="(default: %(default)s)")
-    engine.add_argument("--data", type=Path, default=DEFAULT_DATA, help="event log to replay (default: %(default)s)")
-    engine.add_argument("--format", choices=["taobao", "s3rec"])
-    engine.add_argument("--json", required=True, type=Path, help="where to write the results JSON")
+    _add_checkpoint_and_data(engine, "event log to replay (default: %(default)s)")
     engine.add_argument("--markdown", type=Path, help="Markdown table to write (default: beside the JSON)")
     engine.add_argument("--batch-size", type=int, default=256, help="users per batch (default: %(default)s)")
     engine.add_argument("--steps", type=int, default=4, help="measured events per user (default: %(default)s)")
@@ -325,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_train(subparsers)
     _add_evaluate(subparsers)
+    _add_detect_eval(subparsers)
     _add_bench(subparsers)
     _add_broker(subparsers)
     _add_topics(subparsers)

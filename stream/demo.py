@@ -1,8 +1,9 @@
 """``shiftwatch demo``: the whole service on the embedded broker and the shipped data.
 
 Starts Apache Kafka (unless ``KAFKA_BOOTSTRAP`` is set), creates the topics, trains a
-small model when no checkpoint exists, starts a worker process, replays the Taobao sample
-into the input topic, prints a live feed of interest updates, then stops everything.
+small model when no checkpoint exists and tunes its shift detector when it has none,
+starts a worker process, replays the Taobao sample into the input topic, prints a live
+feed of interest shifts, then stops everything.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from stream.broker import EmbeddedBroker
 from stream.kafka import create_topics
 from stream.replay import replay
 from stream.worker import WorkerProcess
-from topics.specs import INVALID, UPDATES
+from topics.specs import INVALID, SHIFTS, UPDATES
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class DemoConfig:
     checkpoint: Path = Path("checkpoints/taobao")
     state_dir: Path = Path(".shiftwatch/demo")
     train_minutes: float = 1.0
+    tuning_histories: int = 100  # spliced histories (and controls) to tune a missing detector on
     timeout_s: float = 600.0
     feed_lines_per_second: float = 4.0
 
@@ -49,19 +51,42 @@ def ensure_checkpoint(config: DemoConfig, log: EventLog) -> None:
     save_checkpoint(result.checkpoint, config.checkpoint)
 
 
-def describe(update: dict) -> str:
-    top = " · ".join(f"{c['category_id']} {c['probability']:.0%}" for c in update["top_categories"][:3])
-    return f"user {update['user_id']:>8}  after {update['sequence_length']:>4} events  ->  {top}   (entropy {update['entropy']:.2f})"
+def ensure_detector(config: DemoConfig, log: EventLog) -> None:
+    from model.detector import DETECTOR_FILE, save_detector
+
+    if (config.checkpoint / DETECTOR_FILE).exists():
+        print(f"shift detector: {config.checkpoint / DETECTOR_FILE} (make detect-eval retunes it with the full evaluation)")
+        return
+    from model.checkpoint import load_checkpoint
+    from model.detect_eval import EvalSettings, spliced_split, tune_transformer, with_inputs
+
+    print(f"shift detector: none for this checkpoint; tuning one on {config.tuning_histories} spliced validation histories")
+    checkpoint = load_checkpoint(config.checkpoint)
+    settings = EvalSettings(spliced=config.tuning_histories)
+    validation = with_inputs(checkpoint, log, spliced_split(log, "validation", settings), settings)
+    detector = tune_transformer(validation, settings)
+    save_detector(detector, config.checkpoint, {"dataset": log.name, "tuned_on": f"{len(validation)} spliced validation histories (demo)"})
+
+
+def describe(shift: dict) -> str:
+    def moves(changes: list[dict]) -> str:
+        return ", ".join(f"{c['category_id']} {c['before']:.0%}->{c['after']:.0%}" for c in changes) or "-"
+
+    confidence = "n/a" if shift["confidence"] is None else f"{shift['confidence']:.0%}"
+    evidence = ", ".join(f"{e['event_type']} {e['item_id']} ({e['category_id']})" for e in shift["evidence"][:2])
+    return (
+        f"user {shift['user_id']:>8} after {shift['sequence_length']:>4} events: from {moves(shift['from_categories'])} "
+        f"to {moves(shift['to_categories'])}; confidence {confidence}; evidence: {evidence}"
+    )
 
 
 async def follow(bootstrap: str, expected: int, config: DemoConfig, worker: WorkerProcess) -> dict[str, int]:
-    """Print a live feed (a user's line when their top interest changes) until ``expected`` updates."""
+    """Print a live feed of interest shifts until ``expected`` updates have arrived."""
     consumer = AIOKafkaConsumer(
-        UPDATES.name, INVALID.name, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+        UPDATES.name, SHIFTS.name, INVALID.name, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
     )
     await consumer.start()
-    counts = {"updates": 0, "dead_letters": 0, "top_changes": 0}
-    top: dict[str, str] = {}
+    counts = {"updates": 0, "dead_letters": 0, "shifts": 0}
     started = last_line = last_progress = time.monotonic()
     try:
         while counts["updates"] < expected:
@@ -73,21 +98,21 @@ async def follow(bootstrap: str, expected: int, config: DemoConfig, worker: Work
                 for record in records:
                     if tp.topic == INVALID.name:
                         counts["dead_letters"] += 1
-                        continue
-                    counts["updates"] += 1
-                    update = json.loads(record.value)
-                    best = update["top_categories"][0]["category_id"] if update["top_categories"] else ""
-                    if top.get(update["user_id"], best) != best:
-                        counts["top_changes"] += 1
+                    elif tp.topic == UPDATES.name:
+                        counts["updates"] += 1
+                    else:
+                        counts["shifts"] += 1
                         now = time.monotonic()
                         if now - last_line >= 1 / config.feed_lines_per_second:
-                            print(f"  {describe(update)}   [top was {top[update['user_id']]}]", flush=True)
+                            print(f"  {describe(json.loads(record.value))}", flush=True)
                             last_line = now
-                    top[update["user_id"]] = best
             if time.monotonic() - last_progress >= 5:
                 elapsed = time.monotonic() - started
                 print(f"-- {counts['updates']:,}/{expected:,} updates, {counts['updates'] / elapsed:,.0f}/s", flush=True)
                 last_progress = time.monotonic()
+        for tp, records in (await consumer.getmany(timeout_ms=1000, max_records=5000)).items():  # stragglers
+            if tp.topic == SHIFTS.name:
+                counts["shifts"] += len(records)
     finally:
         await consumer.stop()
     counts["seconds"] = round(time.monotonic() - started, 1)
@@ -100,6 +125,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> int:
     log = load_event_log(config.data)
     print(f"data: {config.data}: {len(log.users):,} users, {log.n_events:,} events")
     ensure_checkpoint(config, log)
+    ensure_detector(config, log)
     external = os.environ.get("KAFKA_BOOTSTRAP")
     broker = None if external else EmbeddedBroker(config.state_dir / "broker")
     worker: WorkerProcess | None = None
@@ -113,7 +139,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> int:
             checkpoint=config.checkpoint, data_dir=config.state_dir / "worker",
         ).start()  # fmt: skip
         print(f"worker: pid {worker.process.pid}, metrics at http://127.0.0.1:{worker.web_port}/metrics")  # type: ignore[union-attr]
-        print("replaying the sample; live feed (a line when a user's top interest changes):")
+        print("replaying the sample; live feed of interest shifts (at most a few lines a second):")
 
         async def replay_and_follow() -> dict[str, int]:
             following = asyncio.create_task(follow(bootstrap, log.n_events, config, worker))
@@ -122,7 +148,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> int:
 
         counts = asyncio.run(replay_and_follow())
         print(
-            f"done: {counts['updates']:,} interest updates, {counts['top_changes']:,} top-interest changes, "
+            f"done: {counts['updates']:,} interest updates, {counts['shifts']:,} interest shifts, "
             f"{counts['dead_letters']:,} dead letters, in {counts['seconds']} s"
         )
         return 0

@@ -11,6 +11,8 @@ than the model step per event).
 from __future__ import annotations
 
 import base64
+import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,10 +20,13 @@ import numpy as np
 import torch
 
 from model.checkpoint import Checkpoint
+from model.detector import DetectorState, Shift, ShiftDetector
+from model.distribution import Distribution, from_model
 from model.engine import EventTokens, IncrementalEngine, UserEvent
+from model.events import StoredEvent
 from model.vocab import OOV_ID, TokenSequence, Tokenizer
 from stream.settings import Settings
-from stream.state import StoredEvent, UserState
+from stream.state import UserState
 from stream.validation import Rejection, validate
 from topics.records import ClickEvent, DeadLetter
 from topics.specs import EVENTS
@@ -29,6 +34,27 @@ from topics.specs import EVENTS
 
 Update = dict[str, object]
 """An interest update: the fields of :class:`topics.records.InterestUpdate`."""
+ShiftRecord = dict[str, object]
+"""An interest shift: the fields of :class:`topics.records.InterestShift`."""
+SHIFT_NAMESPACE = uuid.UUID("5b1f0c3e-8d3a-4c47-9a51-6f0e2f7d9c10")
+
+
+def shift_id(user_id: str, event_id: str) -> str:
+    """The shift's idempotency key: a name-based UUID of the user and the triggering event.
+
+    >>> shift_id("u1", "e1") == shift_id("u1", "e1") != shift_id("u1e", "1")
+    True
+    """
+    return str(uuid.uuid5(SHIFT_NAMESPACE, json.dumps([user_id, event_id])))
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """What one micro-batch publishes: an update per admitted event (``None`` where the
+    distribution moved less than the publish threshold), and the shifts it raised."""
+
+    updates: list[Update | None]
+    shifts: list[ShiftRecord]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +67,20 @@ class Admitted:
     """
 
     user_id: str
-    event_id: str
-    ts: int
+    event: StoredEvent
     events: tuple[StoredEvent, ...]
     first_position: int
     before_ts: int | None
     reorder: bool
+    detector: DetectorState  # the user's, updated in place when the batch is scored
+
+    @property
+    def event_id(self) -> str:
+        return self.event.event_id
+
+    @property
+    def ts(self) -> int:
+        return self.event.ts
 
     @property
     def index(self) -> int:
@@ -85,15 +119,17 @@ def dead_letter(raw: bytes, rejection: Rejection, partition: int, offset: int, e
 
 
 class InterestPipeline:
-    """Validation, user state and the incremental engine for one worker."""
+    """Validation, user state, the incremental engine and the shift detector for one worker."""
 
-    def __init__(self, checkpoint: Checkpoint, settings: Settings):
+    def __init__(self, checkpoint: Checkpoint, settings: Settings, detector: ShiftDetector | None = None):
         self.settings = settings
         self.tokenizer: Tokenizer = checkpoint.tokenizer
         self.keep = checkpoint.config.receptive_field
         self.engine = IncrementalEngine(
             checkpoint.model, checkpoint.model_version, self, budget_bytes=settings.cache_mb * 2**20, top_k=0
         )
+        self.detector = detector or ShiftDetector()
+        self.categories_kept = max(settings.top_k, self.detector.settings.top_m)
         self._snapshots: dict[tuple[str, int], Admitted] = {}
         self._last_published: dict[str, np.ndarray] = {}
 
@@ -117,10 +153,9 @@ class InterestPipeline:
         if outcome == "late":
             late = Rejection("late", f"ts {event.ts} is more than {self.settings.lateness_s:g} s before {state.last_ts}")
             return Refused(dead_letter(raw, late, partition, offset, ids))
-        events = tuple(state.events)
         return Admitted(
-            event.user_id, event.event_id, event.ts, events, state.first_position, state.before_ts,
-            reorder=outcome == "reordered",
+            event.user_id, stored, tuple(state.events), state.first_position, state.before_ts,
+            reorder=outcome == "reordered", detector=state.detector,
         )  # fmt: skip
 
     # -- HistorySource for the engine: the snapshots of the batch being scored --------
@@ -144,19 +179,17 @@ class InterestPipeline:
         gap = None if previous is None else (event.ts - previous) // 1000
         return self.tokenizer.encode_event(event.item_id, event.category_id, event.event_type, gap)
 
-    def score(self, batch: Sequence[Admitted]) -> list[Update | None]:
-        """One update per admitted event, in order; ``None`` where the distribution moved
-        less than the publish threshold."""
-        if not batch:
-            return []
-        updates: list[Update | None] = []
+    def score(self, batch: Sequence[Admitted]) -> Scored:
+        """Updates for the admitted events, in order, and the shifts they raise."""
+        scored = Scored([], [])
         start = 0
         for stop in [i for i, a in enumerate(batch) if a.reorder and i > 0] + [len(batch)]:
-            updates.extend(self._score_segment(batch[start:stop]))
+            if start < stop:
+                self._score_segment(batch[start:stop], scored)
             start = stop
-        return updates
+        return scored
 
-    def _score_segment(self, segment: Sequence[Admitted]) -> list[Update | None]:
+    def _score_segment(self, segment: Sequence[Admitted], scored: Scored) -> None:
         """Score events of which only the first may be a reorder (its user is rebuilt)."""
         if segment[0].reorder:
             self.engine.forget(segment[0].user_id)
@@ -168,25 +201,26 @@ class InterestPipeline:
             self._snapshots = {}
         probs = result.category_probs.astype(np.float64)
         entropy = -torch.special.xlogy(torch.from_numpy(probs), torch.from_numpy(probs)).sum(dim=1).numpy()
-        k = min(self.settings.top_k, probs.shape[1] - OOV_ID - 1)
+        k = min(self.categories_kept, probs.shape[1] - OOV_ID - 1)
         # padding and the generator's own OOV mass are not categories
         best = torch.from_numpy(result.category_probs[:, OOV_ID + 1 :]).topk(k, dim=1).indices.numpy() + OOV_ID + 1
-        return [
-            self._update(a, result.model_version, probs[row], float(entropy[row]), best[row], result.copy_weights[row], result.copy_positions[row])
-            for row, a in enumerate(segment)
-        ]  # fmt: skip
+        for row, admitted in enumerate(segment):
+            copied = self._copied_outside_vocabulary(admitted, result.copy_weights[row], result.copy_positions[row])
+            distribution = from_model(probs[row], best[row], self.tokenizer.categories, copied, self.categories_kept)
+            scored.updates.append(self._update(admitted, result.model_version, probs[row], float(entropy[row]), distribution))
+            shift = self.detector.update(admitted.detector, distribution, admitted.event)
+            if shift is not None:
+                scored.shifts.append(self._shift(admitted, result.model_version, shift))
 
     def _update(
-        self, admitted: Admitted, model_version: str, probs: np.ndarray, entropy: float, best: np.ndarray,
-        copy_weights: np.ndarray, copy_positions: np.ndarray,
-    ) -> Update | None:  # fmt: skip
+        self, admitted: Admitted, model_version: str, probs: np.ndarray, entropy: float, distribution: Distribution
+    ) -> Update | None:
         threshold = self.settings.publish_threshold
         previous = self._last_published.get(admitted.user_id)
         if threshold > 0 and previous is not None and 0.5 * np.abs(probs - previous).sum() <= threshold:
             return None
         self._last_published[admitted.user_id] = probs
-        by_category = self._top_raw_categories(admitted, probs, best, copy_weights, copy_positions)
-        top = sorted(by_category.items(), key=lambda kv: (-kv[1], kv[0]))[: self.settings.top_k]
+        top = sorted(distribution.items(), key=lambda kv: (-kv[1], kv[0]))[: self.settings.top_k]
         return {
             "user_id": admitted.user_id,
             "event_id": admitted.event_id,
@@ -197,14 +231,30 @@ class InterestPipeline:
             "sequence_length": admitted.position + 1,
         }
 
-    def _top_raw_categories(
-        self, admitted: Admitted, probs: np.ndarray, best: np.ndarray, copy_weights: np.ndarray, copy_positions: np.ndarray
-    ) -> dict[str, float]:
-        """Candidates for the top categories, by raw category id: the ``best`` in the
-        vocabulary, and the categories outside it that the copy head points at (their mass is
-        credited to them)."""
+    @staticmethod
+    def _shift(admitted: Admitted, model_version: str, shift: Shift) -> ShiftRecord:
+        def moves(changes: Sequence) -> list[dict[str, object]]:  # type: ignore[type-arg]
+            return [{"category_id": m.category_id, "before": round(m.before, 6), "after": round(m.after, 6)} for m in changes]
+
+        return {
+            "shift_id": shift_id(admitted.user_id, admitted.event_id),
+            "user_id": admitted.user_id,
+            "event_id": admitted.event_id,
+            "ts": admitted.ts,
+            "model_version": model_version,
+            "from_categories": moves(shift.from_categories),
+            "to_categories": moves(shift.to_categories),
+            "divergence": round(shift.divergence, 6),
+            "statistic": round(shift.statistic, 6),
+            "confidence": None if shift.confidence is None else round(shift.confidence, 6),
+            "evidence": [{**e.event._asdict(), "weight": round(e.weight, 6)} for e in shift.evidence],
+            "sequence_length": admitted.position + 1,
+        }
+
+    def _copied_outside_vocabulary(self, admitted: Admitted, copy_weights: np.ndarray, copy_positions: np.ndarray) -> dict[str, float]:
+        """The copy head's mass on the user's events whose category is outside the vocabulary, by raw id."""
         vocabulary = self.tokenizer.categories
-        out = {vocabulary.decode(int(i)): float(probs[i]) for i in best if probs[i] > 0}
+        out: dict[str, float] = {}
         for slot in np.flatnonzero((copy_positions >= 0) & (copy_weights > 0)):
             category = admitted.events[copy_positions[slot] - admitted.first_position].category_id
             if category not in vocabulary:

@@ -27,7 +27,11 @@ def setting(default: object, doc: str) -> object:
 class Settings:
     kafka_bootstrap: str = setting("127.0.0.1:9092", "Kafka bootstrap servers, comma separated.")
     app_id: str = setting("shiftwatch", "Faust app id: the consumer group and the prefix of table changelog topics.")
-    checkpoint: Path = setting(Path("checkpoints/taobao"), "Model checkpoint directory to serve.")
+    checkpoint: Path = setting(
+        Path("checkpoints/taobao"),
+        "Model checkpoint directory to serve, with its tuned shift detector (`detector.json`, written by "
+        "`shiftwatch detect-eval`) when it has one.",
+    )
     data_dir: Path = setting(Path(".shiftwatch/worker"), "Worker state on disk (the RocksDB table store).")
     store: str = setting("rocksdb://", "Faust table store: `rocksdb://` (via rocksdict) or `memory://`.")
     batch_size: int = setting(512, "Most events per micro-batch through the engine.")

@@ -3,7 +3,7 @@
 It keeps the raw fields of the user's last ``keep`` events (the model's receptive field),
 so a cache can be rebuilt exactly and a new checkpoint can re-tokenise them; the total
 number of accepted events (the next event's position); the input offset it has seen up
-to; and counters. Raw values, not token ids, so that the row survives a vocabulary change.
+to; the shift detector's state; and counters. Raw values, not token ids, so that the row survives a vocabulary change.
 
 >>> state = UserState.empty()
 >>> state.accept(StoredEvent("e1", "i1", "c1", "view", 1_000), keep=3, source=(0, 10))
@@ -24,22 +24,12 @@ import bisect
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Literal
+
+from model.detector import DetectorState
+from model.events import StoredEvent
 
 Outcome = Literal["appended", "reordered", "duplicate", "redelivered", "late"]
-
-
-class StoredEvent(NamedTuple):
-    """An accepted event, as kept in the table.
-
-    A named tuple, so that a row serialises to compact JSON arrays at C speed.
-    """
-
-    event_id: str
-    item_id: str
-    category_id: str
-    event_type: str
-    ts: int
 
 
 @dataclass
@@ -52,6 +42,7 @@ class UserState:
     reordered: int = 0
     source_partition: int = -1  # all of a user's messages come from one input partition (keyed by user)
     source_offset: int = -1  # the last input offset applied to this row
+    detector: DetectorState = field(default_factory=DetectorState)  # the shift detector's state for this user
 
     @classmethod
     def empty(cls) -> UserState:
@@ -103,12 +94,15 @@ class UserState:
         """Compact JSON: events as arrays in :class:`StoredEvent` field order."""
         row = {name: getattr(self, name) for name in _COUNTERS}
         row["events"] = self.events
+        row["detector"] = self.detector.to_row()
         return json.dumps(row, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> UserState:
         row = json.loads(raw)
-        return cls(events=[StoredEvent._make(e) for e in row.pop("events")], **row)
+        detector_row = row.pop("detector", None)  # absent in rows written before shift detection
+        detector = DetectorState() if detector_row is None else DetectorState.from_row(detector_row)
+        return cls(events=[StoredEvent._make(e) for e in row.pop("events")], detector=detector, **row)
 
 
 _COUNTERS = ("length", "before_ts", "duplicates", "late", "reordered", "source_partition", "source_offset")

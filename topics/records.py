@@ -1,7 +1,7 @@
 """The values on ShiftWatch's topics, as Faust records (JSON on the wire).
 
 Downstream teams read the JSON Schemas in ``topics/schemas/``, generated from these
-classes (``shiftwatch topics schemas --write``) and kept in sync by a test.
+classes (``shiftwatch topics schemas``) and kept in sync by a test.
 """
 
 from __future__ import annotations
@@ -34,6 +34,47 @@ class InterestUpdate(faust.Record, serializer="json", include_metadata=False):
     model_version: str
     top_categories: list[CategoryProbability]
     entropy: float
+    sequence_length: int
+
+
+class CategoryChange(faust.Record, serializer="json", include_metadata=False):
+    """A category's probability in the user's long-term profile (``before``) and recent view (``after``)."""
+
+    category_id: str
+    before: float
+    after: float
+
+
+class ShiftEvidence(faust.Record, serializer="json", include_metadata=False):
+    """A recent event that moved the distribution, and how much mass it added to the shift's targets."""
+
+    event_id: str
+    item_id: str
+    category_id: str
+    event_type: str
+    ts: int
+    weight: float
+
+
+class InterestShift(faust.Record, serializer="json", include_metadata=False):
+    """A user's interest moved: from which categories to which, how surely, and why.
+
+    ``shift_id`` is derived from the user and the triggering event, so a redelivered event
+    republishes the same shift under the same id. ``confidence`` is the calibrated
+    probability that the alarm is a real shift (null when the checkpoint has no calibration).
+    """
+
+    shift_id: str
+    user_id: str
+    event_id: str
+    ts: int
+    model_version: str
+    from_categories: list[CategoryChange]
+    to_categories: list[CategoryChange]
+    divergence: float
+    statistic: float
+    confidence: float | None
+    evidence: list[ShiftEvidence]
     sequence_length: int
 
 

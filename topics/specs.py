@@ -11,7 +11,7 @@ from typing import Literal
 
 import faust
 
-from topics.records import ClickEvent, DeadLetter, InterestUpdate
+from topics.records import ClickEvent, DeadLetter, InterestShift, InterestUpdate
 
 PARTITIONS = 4
 DAY_MS = 24 * 3600 * 1000
@@ -62,7 +62,7 @@ SHIFTS = TopicSpec(
     name="interest.shifts",
     partitions=PARTITIONS,
     key="user_id (UTF-8)",
-    value=None,  # the record lands with shift detection
+    value=InterestShift,
     cleanup_policy="delete",
     retention_ms=30 * DAY_MS,
     description="Interest-shift events: from which categories to which, confidence and evidence.",

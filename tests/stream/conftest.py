@@ -13,10 +13,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from model.checkpoint import save_checkpoint
+from model.detector import ShiftDetector, save_detector
 from stream.broker import EmbeddedBroker
 from stream.kafka import create_topics, wait_until_ready
 from stream.worker import WorkerProcess
-from tests.stream.helpers import small_checkpoint, taobao_users
+from tests.stream.helpers import SMALL_MODEL_DETECTOR, small_checkpoint, taobao_users
 from topics.specs import ALL_TOPICS
 
 
@@ -69,6 +70,7 @@ def stream_checkpoint(stream_log, tmp_path_factory: pytest.TempPathFactory):
     checkpoint = small_checkpoint(stream_log)
     directory = tmp_path_factory.mktemp("checkpoint")
     save_checkpoint(checkpoint, directory)
+    save_detector(ShiftDetector(SMALL_MODEL_DETECTOR), directory, {"tuned_on": "nothing: the tests' setting"})
     return checkpoint, directory
 
 

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from model.checkpoint import Checkpoint
 from model.config import ModelConfig
-from model.data import EventLog, load_event_log
+from model.data import EventLog, UserSequence, load_event_log
+from model.detector import DetectorSettings
+from model.shift_benchmark import dominant, splice
 from model.splits import SplitSpec
 from model.transformer import InterestTransformer, TokenBatch
 from model.vocab import TokenSequence, Tokenizer
+from stream.pipeline import Admitted, InterestPipeline, Refused
 from stream.replay import messages
+from stream.state import UserState
 from tests.conftest import TAOBAO_SAMPLE
+
+
+NOW_MS = 1_800_000_000_000
+SMALL_MODEL_DETECTOR = DetectorSettings(drift=0.05)
+"""The detector for :func:`small_checkpoint`: its untrained model moves only the copy head's
+share of the mass (about 0.4), so it gets a lower allowance, as ``detect-eval`` would tune."""
 
 
 def taobao_users(n: int) -> EventLog:
@@ -85,3 +96,54 @@ def same_update(a: dict, b: dict, tolerance: float = 2e-6) -> bool:
     top_b = {c["category_id"]: c["probability"] for c in b["top_categories"]}
     shared = top_a.keys() & top_b.keys()
     return len(shared) >= len(top_a) - 1 and all(abs(top_a[c] - top_b[c]) <= tolerance for c in shared)
+
+
+@dataclass(frozen=True)
+class Spliced:
+    """A real spliced history as a one-user log: the seam's position and the categories
+    that dominate before it (``before``) and after it (``after``)."""
+
+    log: EventLog
+    seam: int
+    before: str
+    after: str
+
+
+def spliced_history(log: EventLog, part: int = 20) -> Spliced:
+    """The first ``part`` events of the most focused user joined to the last ``part`` of the
+    most focused user with other interests (focus: the share of their top category)."""
+
+    def focus(categories: tuple[str, ...]) -> float:
+        return categories.count(dominant(categories, 1)[0]) / len(categories)
+
+    users = [u for u in log.users if len(u) >= part]
+    a = max(users, key=lambda u: (focus(u.categories[:part]), u.user_id))
+    head = a.categories[:part]
+    others = [u for u in users if u is not a and not set(dominant(u.categories[-part:], 3)) & set(dominant(head, 3))]
+    b = max(others, key=lambda u: (focus(u.categories[-part:]), u.user_id))
+    user: UserSequence = splice(a, part, b, part)
+    return Spliced(replace(log, users=(user,)), part, dominant(head, 1)[0], dominant(b.categories[-part:], 1)[0])
+
+
+def run_pipeline(
+    pipeline: InterestPipeline, stream: list[tuple[bytes, bytes]], batch_size: int,
+    states: dict[bytes, UserState] | None = None, first_offset: int = 0,
+) -> tuple[list, list, dict, list]:  # fmt: skip
+    """Admit and score ``stream`` in batches: (updates, dead letters, states, shifts)."""
+    states = {} if states is None else states
+    updates, refused, shifts = [], [], []
+    pending: list[Admitted] = []
+    for offset, (key, value) in enumerate(stream, start=first_offset):
+        state = states.setdefault(key, UserState.empty())
+        outcome = pipeline.admit(value, key, 0, offset, state, NOW_MS)
+        if isinstance(outcome, Refused):
+            refused.append(outcome.dead_letter)
+        elif isinstance(outcome, Admitted):
+            pending.append(outcome)
+        if len(pending) == batch_size:
+            scored = pipeline.score(pending)
+            updates += scored.updates
+            shifts += scored.shifts
+            pending = []
+    scored = pipeline.score(pending)
+    return updates + scored.updates, refused, states, shifts + scored.shifts

@@ -1,4 +1,4 @@
-"""The worker's logic without Kafka: admission, ordering, dedup, and exactness of scoring."""
+"""The worker's logic without Kafka: admission, ordering, dedup, exactness of scoring, shifts."""
 
 from __future__ import annotations
 
@@ -7,19 +7,24 @@ import json
 import numpy as np
 import pytest
 
-from stream.pipeline import Admitted, Ignored, InterestPipeline, Refused
+from model.detector import ShiftDetector
+from stream.pipeline import Admitted, Ignored, InterestPipeline, Refused, shift_id
 from stream.settings import Settings
 from stream.state import UserState
 from tests.stream.helpers import (
+    NOW_MS,
+    SMALL_MODEL_DETECTOR,
     assert_update_matches,
     offline_probabilities,
     raw_messages,
+    run_pipeline,
     small_checkpoint,
+    spliced_history,
     taobao_users,
 )
-from topics.records import InterestUpdate
+from topics.records import InterestShift, InterestUpdate
 
-NOW_MS = 1_800_000_000_000
+TOLERANCE = 10  # events after the seam within which the shift must come
 
 
 @pytest.fixture(scope="module")
@@ -32,29 +37,11 @@ def checkpoint(log):
     return small_checkpoint(log)
 
 
-def run(pipeline: InterestPipeline, stream: list[tuple[bytes, bytes]], batch_size: int) -> tuple[list, list, dict]:
-    states: dict[bytes, UserState] = {}
-    updates, refused = [], []
-    pending: list[Admitted] = []
-    for offset, (key, value) in enumerate(stream):
-        state = states.setdefault(key, UserState.empty())
-        outcome = pipeline.admit(value, key, 0, offset, state, NOW_MS)
-        if isinstance(outcome, Refused):
-            refused.append(outcome.dead_letter)
-        elif isinstance(outcome, Admitted):
-            pending.append(outcome)
-        if len(pending) == batch_size:
-            updates.extend(pipeline.score(pending))
-            pending = []
-    updates.extend(pipeline.score(pending))
-    return updates, refused, states
-
-
 @pytest.mark.parametrize("batch_size", [1, 7, 64])
 def test_updates_equal_the_offline_model_in_any_batching(log, checkpoint, batch_size) -> None:
     settings = Settings(cache_mb=1)  # a small cache: some users are evicted and rebuilt
     pipeline = InterestPipeline(checkpoint, settings)
-    updates, refused, _ = run(pipeline, raw_messages(log), batch_size)
+    updates, refused, _, _ = run_pipeline(pipeline, raw_messages(log), batch_size)
     reference = offline_probabilities(checkpoint, log)
     assert not refused
     assert len(updates) == log.n_events
@@ -104,7 +91,7 @@ def test_late_events_are_refused_and_slightly_late_ones_reordered(log, checkpoin
     reordered = pipeline.admit(message(3, base + 50), key, 0, 3, state, NOW_MS)
     assert isinstance(reordered, Admitted) and reordered.reorder
     assert [e.event_id for e in state.events] == ["e0", "e3", "e1"]
-    update = pipeline.score([reordered])[0]
+    update = pipeline.score([reordered]).updates[0]
     assert update["event_id"] == "e3" and update["sequence_length"] == 3
 
 
@@ -119,9 +106,42 @@ def test_messages_keyed_by_something_else_are_refused(log, checkpoint) -> None:
 
 def test_publish_threshold_suppresses_small_moves(log, checkpoint) -> None:
     stream = raw_messages(log.first_users(3))
-    every, _, _ = run(InterestPipeline(checkpoint, Settings()), stream, 16)
-    some, _, _ = run(InterestPipeline(checkpoint, Settings(publish_threshold=0.05)), stream, 16)
+    every, _, _, _ = run_pipeline(InterestPipeline(checkpoint, Settings()), stream, 16)
+    some, _, _, _ = run_pipeline(InterestPipeline(checkpoint, Settings(publish_threshold=0.05)), stream, 16)
     published = [u for u in some if u is not None]
     assert all(u is not None for u in every)
     assert 0 < len(published) < len(every)
     assert np.all([u in every for u in published])
+
+
+def test_a_spliced_history_raises_one_shift_at_the_seam(checkpoint) -> None:
+    spliced = spliced_history(taobao_users(60))
+    pipeline = InterestPipeline(checkpoint, Settings(), ShiftDetector(SMALL_MODEL_DETECTOR))
+    _, refused, states, shifts = run_pipeline(pipeline, raw_messages(spliced.log), batch_size=16)
+    assert not refused
+    assert len(shifts) == 1
+    shift = shifts[0]
+    position = shift["sequence_length"] - 1
+    assert spliced.seam <= position <= spliced.seam + TOLERANCE
+    assert spliced.before in [c["category_id"] for c in shift["from_categories"]]
+    assert spliced.after in [c["category_id"] for c in shift["to_categories"]]
+    assert shift["evidence"] and all(e["ts"] <= shift["ts"] for e in shift["evidence"])
+    assert shift["shift_id"] == shift_id(shift["user_id"], shift["event_id"])
+    InterestShift.from_data(shift)  # the record's contract
+
+
+@pytest.mark.parametrize("batch_size", [1, 64])
+def test_shifts_survive_batching_and_a_restart_of_the_rows(log, checkpoint, batch_size) -> None:
+    """Same shifts, one event at a time or in batches, and when every row is written and
+    read back (as after a restart) halfway through."""
+    stream = raw_messages(log)
+    detector = ShiftDetector(SMALL_MODEL_DETECTOR)
+    reference = run_pipeline(InterestPipeline(checkpoint, Settings(), detector), stream, 16)[3]
+    pipeline = InterestPipeline(checkpoint, Settings(), detector)
+    half = len(stream) // 2
+    _, _, states, first = run_pipeline(pipeline, stream[:half], batch_size)
+    restarted = InterestPipeline(checkpoint, Settings(), detector)
+    rows = {key: UserState.from_json(state.to_json()) for key, state in states.items()}
+    _, _, _, second = run_pipeline(restarted, stream[half:], batch_size, states=rows, first_offset=half)
+    assert reference, "the sample should hold shifts"
+    assert [s["shift_id"] for s in first + second] == [s["shift_id"] for s in reference]

@@ -1,4 +1,4 @@
-"""The worker against a real Kafka broker: updates, dead letters, duplicates, recovery."""
+"""The worker against a real Kafka broker: updates, shifts, dead letters, duplicates, recovery."""
 
 from __future__ import annotations
 
@@ -10,8 +10,21 @@ from collections import defaultdict
 import pytest
 
 from tests.stream.conftest import consume, produce
-from tests.stream.helpers import assert_update_matches, event_value, offline_probabilities, raw_messages, same_update
-from topics.specs import EVENTS, INVALID, UPDATES
+from model.detector import ShiftDetector
+from stream.pipeline import InterestPipeline
+from stream.settings import Settings
+from tests.stream.helpers import (
+    SMALL_MODEL_DETECTOR,
+    assert_update_matches,
+    event_value,
+    offline_probabilities,
+    raw_messages,
+    run_pipeline,
+    same_update,
+    spliced_history,
+    taobao_users,
+)
+from topics.specs import EVENTS, INVALID, SHIFTS, UPDATES
 
 pytestmark = pytest.mark.kafka
 
@@ -25,6 +38,22 @@ BAD_MESSAGES: list[tuple[bytes | None, bytes, str]] = [
     (b"u-bad", event_value(event_id="b5", user_id="u-bad", item_id="i" * 5000, category_id="c", event_type="view", ts=1511540216000), "oversized"),
     (None, event_value(event_id="b6", user_id="u-bad", item_id="i", category_id="c", event_type="view", ts=1511540216000), "wrong_key"),
 ]  # fmt: skip
+
+
+def offline_shifts(checkpoint, messages: list[tuple[bytes, bytes]]) -> dict[str, dict]:
+    """The shifts a crash-free run raises, by shift id: the pipeline without Kafka."""
+    pipeline = InterestPipeline(checkpoint, Settings(), ShiftDetector(SMALL_MODEL_DETECTOR))
+    return {s["shift_id"]: s for s in run_pipeline(pipeline, messages, batch_size=64)[3]}
+
+
+def same_shift(a: dict, b: dict, tolerance: float = 1e-5) -> bool:
+    names = lambda changes: [c["category_id"] for c in changes]  # noqa: E731
+    return (
+        (a["shift_id"], a["user_id"], a["event_id"], a["sequence_length"]) == (b["shift_id"], b["user_id"], b["event_id"], b["sequence_length"])
+        and names(a["from_categories"]) == names(b["from_categories"])
+        and names(a["to_categories"]) == names(b["to_categories"])
+        and abs(a["divergence"] - b["divergence"]) <= tolerance
+    )
 
 
 def by_user(records: list) -> dict[str, list[dict]]:
@@ -65,6 +94,30 @@ def test_replayed_events_give_one_exact_update_each_and_bad_ones_go_to_dead_lett
         original = base64.b64decode(letter["original_base64"])
         assert original in [value for _, value, _ in BAD_MESSAGES]
         assert letter["source_topic"] == EVENTS.name and letter["source_offset"] >= 0
+
+    expected = offline_shifts(checkpoint, stream)
+    assert expected, "the sample should hold shifts"
+    shifts = [json.loads(r.value) for r in consume(kafka_bootstrap, SHIFTS.name, len(expected), worker=worker)]
+    assert sorted(s["shift_id"] for s in shifts) == sorted(expected), "each shift once, none for duplicates"
+    assert all(same_shift(s, expected[s["shift_id"]]) for s in shifts)
+
+
+def test_a_spliced_history_through_the_broker_yields_its_shift(kafka_bootstrap, worker_factory, stream_checkpoint) -> None:
+    checkpoint, _ = stream_checkpoint
+    spliced = spliced_history(taobao_users(60))
+    worker = worker_factory(batch_size="8").start()
+    stream = raw_messages(spliced.log)
+    produce(kafka_bootstrap, EVENTS.name, stream)
+    records = consume(kafka_bootstrap, SHIFTS.name, 1, worker=worker)
+    assert len(records) == 1
+    assert records[0].key == spliced.log.users[0].user_id.encode()
+    shift = json.loads(records[0].value)
+    assert spliced.seam <= shift["sequence_length"] - 1 <= spliced.seam + 10, "within the tolerance"
+    assert spliced.before in [c["category_id"] for c in shift["from_categories"]]
+    assert spliced.after in [c["category_id"] for c in shift["to_categories"]]
+    assert shift["evidence"] and shift["model_version"] == checkpoint.model_version
+    (expected,) = offline_shifts(checkpoint, stream).values()
+    assert same_shift(shift, expected)
 
 
 @pytest.mark.parametrize("crash", [True, False], ids=["killed", "stopped"])
@@ -107,3 +160,17 @@ def test_after_a_restart_the_table_is_recovered_from_its_changelog(
     assert set(latest) == wanted, (sorted(wanted - set(latest))[:20], sorted(set(latest) - wanted)[:20])
     if not crash:
         assert len(updates) == len(stream), "a clean stop commits everything it published"
+
+    # The detectors' states came back with the rows: the same shifts as a crash-free run,
+    # a redelivered batch's shift republished under the same id.
+    expected = offline_shifts(checkpoint, stream)
+    wanted_shifts = set(expected)
+
+    def all_shifts(records: list) -> bool:
+        return wanted_shifts <= {json.loads(r.value)["shift_id"] for r in records}
+
+    shifts = [json.loads(r.value) for r in consume(kafka_bootstrap, SHIFTS.name, worker=restarted, until=all_shifts)]
+    assert {s["shift_id"] for s in shifts} == wanted_shifts
+    assert all(same_shift(s, expected[s["shift_id"]]) for s in shifts)
+    if not crash:
+        assert len(shifts) == len(wanted_shifts)
