@@ -38,7 +38,6 @@ recent events) and lives in the user's table row, so it is recovered with the ro
 
 from __future__ import annotations
 
-import heapq
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -143,7 +142,8 @@ class ShiftDetector:
     def update(self, state: DetectorState, distribution: Distribution, event: StoredEvent) -> Shift | None:
         """Take the user's distribution just after ``event``; return the shift it completes, if any."""
         s = self.settings
-        gains = heapq.nlargest(3, ((mass - state.previous.get(c, 0.0), c) for c, mass in distribution.items()))
+        previous = state.previous
+        gains = sorted([(mass - previous.get(c, 0.0), c) for c, mass in distribution.items()], reverse=True)[:3]
         state.recent.append(Moved(event, {c: gain for gain, c in gains if gain > 0}))
         del state.recent[: -s.evidence_events]
         state.previous = distribution

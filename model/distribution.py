@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from operator import itemgetter
 
 import numpy as np
 
@@ -31,14 +32,11 @@ def rest(p: Mapping[str, float]) -> float:
 
 
 def strongest(p: Mapping[str, float], m: int) -> Distribution:
-    """The ``m`` most probable categories (ties broken by id, so the cut is deterministic)."""
+    """The ``m`` most probable categories (ties keep their order in ``p``: deterministic for
+    a deterministic input)."""
     if len(p) <= m:
         return dict(p)
-    return dict(sorted(p.items(), key=_by_mass)[:m])
-
-
-def _by_mass(item: tuple[str, float]) -> tuple[float, str]:
-    return -item[1], item[0]
+    return dict(sorted(p.items(), key=itemgetter(1), reverse=True)[:m])
 
 
 def blend(old: Mapping[str, float], new: Mapping[str, float], weight: float, m: int) -> Distribution:
@@ -52,23 +50,18 @@ def blend(old: Mapping[str, float], new: Mapping[str, float], weight: float, m: 
 
 def jensen_shannon(p: Mapping[str, float], q: Mapping[str, float]) -> float:
     """Jensen-Shannon divergence in bits (0 = same, 1 = disjoint), the rest counted as one category."""
-    total = _half(rest(p), rest(q))
-    for category in p.keys() | q.keys():
-        total += _half(p.get(category, 0.0), q.get(category, 0.0))
-    return min(1.0, max(0.0, total))
-
-
-def _half(a: float, b: float) -> float:
-    """The two terms of one category: ``(a log(a/m) + b log(b/m)) / 2`` with ``m = (a+b)/2``."""
-    mean = 0.5 * (a + b)
-    if mean <= 0.0:
-        return 0.0
-    terms = 0.0
-    if a > 0.0:
-        terms += a * math.log2(a / mean)
-    if b > 0.0:
-        terms += b * math.log2(b / mean)
-    return 0.5 * terms
+    pairs = [(rest(p), rest(q))]
+    pairs += [(mass, q.get(category, 0.0)) for category, mass in p.items()]
+    pairs += [(0.0, mass) for category, mass in q.items() if category not in p]
+    log2 = math.log2
+    total = 0.0
+    for a, b in pairs:  # a log(a/m) + b log(b/m), m = (a + b) / 2
+        mean = 0.5 * (a + b)
+        if a > 0.0:
+            total += a * log2(a / mean)
+        if b > 0.0:
+            total += b * log2(b / mean)
+    return min(1.0, max(0.0, 0.5 * total))
 
 
 def from_model(probs: np.ndarray, best: np.ndarray, vocabulary: Vocabulary, copied: Mapping[str, float], m: int) -> Distribution:

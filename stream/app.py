@@ -6,9 +6,9 @@ scores the admitted events with one engine step and their users' shift detectors
 thread (so the event loop keeps heartbeating), publishes the updates, shifts and dead letters
 and waits until Kafka has them, then writes each changed user's table row (the detector's
 state included) and waits for its changelog message. Only then does Faust acknowledge the
-batch's offsets. So a committed offset never runs ahead of the
-changelog: after a crash, an event is either in the recovered row (its update was
-published; its redelivery is recognised by offset) or it is redelivered and processed as new.
+batch's offsets. So a committed offset never runs ahead of the changelog: after a crash,
+an event is either in the recovered row (its update and shift were published; its
+redelivery is recognised by offset) or it is redelivered and processed as new.
 
 Messages go straight to the producer, not through Faust's ``topic.send`` or table assignment:
 inside an agent ``topic.send`` attaches the message to the offset and publishes it at the

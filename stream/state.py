@@ -3,7 +3,8 @@
 It keeps the raw fields of the user's last ``keep`` events (the model's receptive field),
 so a cache can be rebuilt exactly and a new checkpoint can re-tokenise them; the total
 number of accepted events (the next event's position); the input offset it has seen up
-to; the shift detector's state; and counters. Raw values, not token ids, so that the row survives a vocabulary change.
+to; the shift detector's state; and counters. Raw values, not token ids, so that the row
+survives a vocabulary change.
 
 >>> state = UserState.empty()
 >>> state.accept(StoredEvent("e1", "i1", "c1", "view", 1_000), keep=3, source=(0, 10))
