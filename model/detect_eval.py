@@ -17,7 +17,6 @@ import multiprocessing
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
