@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import urllib.request
 from collections import defaultdict
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.stream.conftest import consume, produce
 from model.detector import ShiftDetector
@@ -100,6 +102,27 @@ def test_replayed_events_give_one_exact_update_each_and_bad_ones_go_to_dead_lett
     shifts = [json.loads(r.value) for r in consume(kafka_bootstrap, SHIFTS.name, len(expected), worker=worker)]
     assert sorted(s["shift_id"] for s in shifts) == sorted(expected), "each shift once, none for duplicates"
     assert all(same_shift(s, expected[s["shift_id"]]) for s in shifts)
+
+    metrics = scrape(worker.web_port)
+    assert metrics[("shiftwatch_events_total", (("outcome", "accepted"),))] == len(stream)
+    assert metrics[("shiftwatch_events_total", (("outcome", "duplicate"),))] == len(duplicates)
+    assert metrics[("shiftwatch_events_total", (("outcome", "refused"),))] == len(BAD_MESSAGES)
+    for reason in {reason for _, _, reason in BAD_MESSAGES}:
+        count = sum(r == reason for _, _, r in BAD_MESSAGES)
+        assert metrics[("shiftwatch_dead_letters_total", (("reason", reason),))] == count
+    assert metrics[("shiftwatch_updates_published_total", ())] == len(stream)
+    assert metrics[("shiftwatch_shifts_published_total", ())] == len(expected)
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The worker's /metrics, as {(sample name, sorted labels): value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def test_a_spliced_history_through_the_broker_yields_its_shift(kafka_bootstrap, worker_factory, stream_checkpoint) -> None:
