@@ -29,45 +29,24 @@ from typing import Any
 import faust
 import faust.streams
 from faust.types import EventT
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from faust.sensors.prometheus import setup_prometheus_sensors
+from prometheus_client import CollectorRegistry
 
 from model.checkpoint import load_checkpoint
 from model.detector import load_detector
 from stream.pipeline import Admitted, Ignored, InterestPipeline, Refused
 from stream.recovery import QueueSafeTableManager, SnapshotConsumer
+from stream.metrics import WorkerMetrics
 from stream.settings import Settings
 from stream.state import StateCache, UserState
 from topics.records import DeadLetter
 from topics.specs import EVENTS, INVALID, PARTITIONS, SHIFTS, UPDATES
 
 
-class Metrics:
-    """The worker's Prometheus metrics, in their own registry."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.events = Counter(
-            "shiftwatch_events_total", "Input messages by outcome", ["outcome"], registry=self.registry
-        )
-        self.dead_letters = Counter(
-            "shiftwatch_dead_letters_total", "Refused input messages by reason", ["reason"], registry=self.registry
-        )
-        self.updates = Counter("shiftwatch_updates_published_total", "Interest updates published", registry=self.registry)
-        self.shifts = Counter("shiftwatch_shifts_published_total", "Interest shifts published", registry=self.registry)
-        self.batch_seconds = Histogram(
-            "shiftwatch_batch_seconds", "Engine time per micro-batch", registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-        )  # fmt: skip
-        self.batch_size = Histogram(
-            "shiftwatch_batch_events", "Events per micro-batch", registry=self.registry,
-            buckets=(1, 4, 16, 64, 128, 256, 512, 1024, 2048),
-        )  # fmt: skip
-
-
 def create_app(settings: Settings) -> faust.App:
     checkpoint = load_checkpoint(settings.checkpoint)
-    pipeline = InterestPipeline(checkpoint, settings, load_detector(settings.checkpoint))
-    metrics = Metrics()
+    detector = load_detector(settings.checkpoint)
+    pipeline = InterestPipeline(checkpoint, settings, detector)
     app = faust.App(
         settings.app_id,
         broker=settings.kafka_url,
@@ -85,6 +64,20 @@ def create_app(settings: Settings) -> faust.App:
         TableManager=QueueSafeTableManager,
     )
     app.transport.Consumer = SnapshotConsumer  # the class Faust's transport builds its consumer from
+    registry = CollectorRegistry()
+    setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="faust")  # serves /metrics
+    processed: dict[tuple[str, int], int] = {}  # the last input offset processed, by partition
+
+    def lags() -> dict[tuple[str, int], int]:
+        out = {}
+        for tp in app.consumer.assignment():
+            end = app.consumer.highwater(tp) if (tp.topic, tp.partition) in processed else None
+            if end is not None:
+                out[(tp.topic, tp.partition)] = max(0, end - processed[(tp.topic, tp.partition)] - 1)
+        return out
+
+    calibrated = "yes" if detector.calibration is not None else "no"
+    metrics = WorkerMetrics(registry, pipeline.engine, checkpoint.model_version, {"detector_calibrated": calibrated}, lags)
     # Raw bytes in: the pipeline parses and validates them, and dead-letters them verbatim.
     events_topic = app.topic(
         EVENTS.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=PARTITIONS
@@ -115,6 +108,7 @@ def create_app(settings: Settings) -> faust.App:
     async def process(batch: Sequence[EventT]) -> None:
         now_ms = int(time.time() * 1000)
         admitted: list[Admitted] = []
+        ingested: list[float] = []  # each admitted event's arrival in Kafka (record timestamp, seconds)
         letters: list[DeadLetter] = []
         changed: dict[bytes, tuple[EventT, UserState]] = {}
         for event in batch:  # no await in this loop: a rebalance may not clear the states mid-batch
@@ -122,23 +116,26 @@ def create_app(settings: Settings) -> faust.App:
             key = message.key if isinstance(message.key, bytes) else None
             state = load(event, key) if key is not None else UserState.empty()
             outcome = pipeline.admit(message.value or b"", key, message.partition, message.offset, state, now_ms)
+            processed[(message.topic, message.partition)] = message.offset
             if isinstance(outcome, Refused):
+                reason = outcome.dead_letter.reason
                 letters.append(outcome.dead_letter)
-                metrics.events.labels("refused").inc()
-                metrics.dead_letters.labels(outcome.dead_letter.reason).inc()
-                if outcome.dead_letter.reason != "late":  # a late event is counted in its user's row
+                metrics.events.labels("late" if reason == "late" else "invalid").inc()
+                metrics.dead_letters.labels(reason).inc()
+                if reason != "late":  # a late event is counted in its user's row
                     continue
             elif isinstance(outcome, Ignored):
                 metrics.events.labels(outcome.why).inc()
             else:
                 metrics.events.labels("accepted").inc()
                 admitted.append(outcome)
+                ingested.append(message.timestamp)
             changed[key] = (event, state)  # type: ignore[index]
         deliveries = [await send(INVALID.name, letter.user_id, letter.dumps()) for letter in letters]
         if admitted:
             started = time.perf_counter()
             scored = await asyncio.get_running_loop().run_in_executor(None, pipeline.score, admitted)
-            metrics.batch_seconds.observe(time.perf_counter() - started)
+            metrics.model_step.observe(time.perf_counter() - started)
             metrics.batch_size.observe(len(admitted))
             for update in scored.updates:
                 if update is not None:
@@ -148,6 +145,10 @@ def create_app(settings: Settings) -> faust.App:
                 deliveries.append(await send(SHIFTS.name, str(shift["user_id"]), dump(shift)))
                 metrics.shifts.inc()
         await asyncio.gather(*deliveries)
+        published = time.time()
+        for a, arrived in zip(admitted, ingested):
+            metrics.event_to_publish.observe(max(0.0, published - a.ts / 1000))
+            metrics.ingest_to_publish.observe(max(0.0, published - arrived))
         changelog = users.changelog_topic.get_topic_name()
         rows = []
         for key, (event, state) in changed.items():
@@ -164,9 +165,17 @@ def create_app(settings: Settings) -> faust.App:
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             await process(batch)
 
-    @app.page("/metrics")
-    async def prometheus(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(metrics.registry), content_type="text/plain; version=0.0.4")
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        """Alive: the event loop answers."""
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        """Ready once the model is loaded (it is, before the app exists) and the tables are recovered."""
+        ready = app.tables.recovery.completed.is_set() and not app.rebalancing
+        body = {"ready": ready, "model_version": checkpoint.model_version, "detector_calibrated": calibrated}
+        return web.json(body, status=200 if ready else 503)
 
     return app
 

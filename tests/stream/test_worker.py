@@ -106,12 +106,21 @@ def test_replayed_events_give_one_exact_update_each_and_bad_ones_go_to_dead_lett
     metrics = scrape(worker.web_port)
     assert metrics[("shiftwatch_events_total", (("outcome", "accepted"),))] == len(stream)
     assert metrics[("shiftwatch_events_total", (("outcome", "duplicate"),))] == len(duplicates)
-    assert metrics[("shiftwatch_events_total", (("outcome", "refused"),))] == len(BAD_MESSAGES)
+    assert metrics[("shiftwatch_events_total", (("outcome", "invalid"),))] == len(BAD_MESSAGES)
     for reason in {reason for _, _, reason in BAD_MESSAGES}:
         count = sum(r == reason for _, _, r in BAD_MESSAGES)
         assert metrics[("shiftwatch_dead_letters_total", (("reason", reason),))] == count
     assert metrics[("shiftwatch_updates_published_total", ())] == len(stream)
     assert metrics[("shiftwatch_shifts_published_total", ())] == len(expected)
+    assert metrics[("shiftwatch_ingest_to_publish_seconds_count", ())] == len(stream)
+    assert metrics[("shiftwatch_cache_hits_total", ())] + metrics[("shiftwatch_cache_misses_total", ())] + metrics[
+        ("shiftwatch_cache_first_events_total", ())
+    ] == len(stream)
+    assert metrics[("shiftwatch_active_users", ())] == len(stream_log.users)
+    assert sum(v for (name, _), v in metrics.items() if name == "shiftwatch_consumer_lag") == 0
+    assert metrics[("faust_messages_received_total", ())] >= len(mixed)  # Faust's own sensor, same registry
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}/readyz", timeout=10) as response:
+        assert json.loads(response.read())["ready"] is True
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
