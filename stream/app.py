@@ -22,6 +22,7 @@ import asyncio
 import json
 import time
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -41,6 +42,8 @@ from stream.settings import Settings
 from stream.state import StateCache, UserState
 from topics.records import DeadLetter
 from topics.specs import EVENTS, INVALID, PARTITIONS, SHIFTS, UPDATES
+
+RECENT_SHIFTS = 200  # shifts kept in memory for /shifts/recent
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -144,6 +147,7 @@ def create_app(settings: Settings) -> faust.App:
             for shift in scored.shifts:
                 deliveries.append(await send(SHIFTS.name, str(shift["user_id"]), dump(shift)))
                 metrics.shifts.inc()
+            recent_shifts.extend(scored.shifts)
         await asyncio.gather(*deliveries)
         published = time.time()
         for a, arrived in zip(admitted, ingested):
@@ -164,6 +168,37 @@ def create_app(settings: Settings) -> faust.App:
     async def interest(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             await process(batch)
+
+    recent_shifts: deque[dict[str, object]] = deque(maxlen=RECENT_SHIFTS)
+
+    @app.page("/users/{user_id}/interests")
+    @app.table_route(table=users, match_info="user_id")
+    async def user_interests(web: Any, request: Any, user_id: str) -> Any:
+        """A user's current interest and last shift, from their row (on the worker that owns it)."""
+        row = users.get(user_id.encode())
+        if not row:
+            return web.json({"error": f"no events for user {user_id!r}"}, status=404)
+        state = UserState.from_json(row)
+        current = sorted(state.detector.previous.items(), key=lambda kv: (-kv[1], kv[0]))
+        profile = sorted(state.detector.long.items(), key=lambda kv: (-kv[1], kv[0]))
+        return web.json({
+            "user_id": user_id,
+            "events": state.length,
+            "last_event_ts": state.last_ts,
+            "model_version": checkpoint.model_version,
+            "interests": [{"category_id": c, "probability": round(p, 6)} for c, p in current],
+            "profile": [{"category_id": c, "probability": round(p, 6)} for c, p in profile],
+            "last_shift": state.last_shift,
+        })  # fmt: skip
+
+    @app.page("/shifts/recent")
+    async def shifts_recent(web: Any, request: Any) -> Any:
+        """This worker's latest shifts, newest first (``?limit=N``, at most the last 200)."""
+        try:
+            limit = max(0, min(int(request.query.get("limit", 50)), RECENT_SHIFTS))
+        except ValueError:
+            return web.json({"error": "limit must be an integer"}, status=400)
+        return web.json({"shifts": list(reversed(recent_shifts))[:limit]})
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

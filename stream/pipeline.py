@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from model.checkpoint import Checkpoint
-from model.detector import DetectorState, Shift, ShiftDetector
+from model.detector import Shift, ShiftDetector
 from model.distribution import Distribution, from_model
 from model.engine import EventTokens, IncrementalEngine, UserEvent
 from model.events import StoredEvent
@@ -72,7 +72,7 @@ class Admitted:
     first_position: int
     before_ts: int | None
     reorder: bool
-    detector: DetectorState  # the user's, updated in place when the batch is scored
+    state: UserState  # the user's live state: its detector state and last shift change when the batch is scored
 
     @property
     def event_id(self) -> str:
@@ -155,7 +155,7 @@ class InterestPipeline:
             return Refused(dead_letter(raw, late, partition, offset, ids))
         return Admitted(
             event.user_id, stored, tuple(state.events), state.first_position, state.before_ts,
-            reorder=outcome == "reordered", detector=state.detector,
+            reorder=outcome == "reordered", state=state,
         )  # fmt: skip
 
     # -- HistorySource for the engine: the snapshots of the batch being scored --------
@@ -208,9 +208,11 @@ class InterestPipeline:
             copied = self._copied_outside_vocabulary(admitted, result.copy_weights[row], result.copy_positions[row])
             distribution = from_model(probs[row], best[row], self.tokenizer.categories, copied, self.categories_kept)
             scored.updates.append(self._update(admitted, result.model_version, probs[row], float(entropy[row]), distribution))
-            shift = self.detector.update(admitted.detector, distribution, admitted.event)
+            shift = self.detector.update(admitted.state.detector, distribution, admitted.event)
             if shift is not None:
-                scored.shifts.append(self._shift(admitted, result.model_version, shift))
+                record = self._shift(admitted, result.model_version, shift)
+                admitted.state.last_shift = record
+                scored.shifts.append(record)
 
     def _update(
         self, admitted: Admitted, model_version: str, probs: np.ndarray, entropy: float, distribution: Distribution

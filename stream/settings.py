@@ -42,7 +42,11 @@ class Settings:
     max_string_length: int = setting(256, "Longest id accepted in an input event.")
     cache_mb: int = setting(256, "Byte budget of the engine's KV cache, MiB.")
     state_cache_users: int = setting(20_000, "Users whose table rows are kept deserialised in memory (least recently used first out).")
-    web_port: int = setting(6066, "Port of the worker's web server: Prometheus metrics at /metrics, /healthz, /readyz.")
+    web_port: int = setting(
+        6066,
+        "Port of the worker's web server: /metrics (Prometheus), /healthz, /readyz, /users/{id}/interests, "
+        "/shifts/recent.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import urllib.error
 import urllib.request
 from collections import defaultdict
 
@@ -119,8 +120,34 @@ def test_replayed_events_give_one_exact_update_each_and_bad_ones_go_to_dead_lett
     assert metrics[("shiftwatch_active_users", ())] == len(stream_log.users)
     assert sum(v for (name, _), v in metrics.items() if name == "shiftwatch_consumer_lag") == 0
     assert metrics[("faust_messages_received_total", ())] >= len(mixed)  # Faust's own sensor, same registry
-    with urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}/readyz", timeout=10) as response:
-        assert json.loads(response.read())["ready"] is True
+    assert get_json(worker.web_port, "/readyz") == (
+        200, {"ready": True, "model_version": checkpoint.model_version, "detector_calibrated": "no"}
+    )
+
+    # user queries: answered from the user's row
+    last_shift = {s["user_id"]: s for s in sorted(expected.values(), key=lambda s: s["sequence_length"])}
+    for user in stream_log.users[:4]:
+        status, body = get_json(worker.web_port, f"/users/{user.user_id}/interests")
+        assert status == 200 and body["events"] == len(user)
+        probabilities = [c["probability"] for c in body["interests"]]
+        assert probabilities and probabilities == sorted(probabilities, reverse=True)
+        if user.user_id in last_shift:
+            assert same_shift(body["last_shift"], last_shift[user.user_id])
+        else:
+            assert body["last_shift"] is None
+    assert get_json(worker.web_port, "/users/nobody/interests")[0] == 404
+    status, body = get_json(worker.web_port, "/shifts/recent?limit=3")
+    assert status == 200 and len(body["shifts"]) == min(3, len(expected))
+    assert {s["shift_id"] for s in body["shifts"]} <= set(expected)
+    assert get_json(worker.web_port, "/shifts/recent?limit=x")[0] == 400
+
+
+def get_json(port: int, path: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
