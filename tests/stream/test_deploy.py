@@ -1,0 +1,41 @@
+"""The deployment files agree with the code: the Grafana dashboard asks only for metrics a
+worker exposes, and Prometheus scrapes the worker's default port."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from model.engine import IncrementalEngine, InMemoryHistory
+from stream.metrics import WorkerMetrics
+from stream.settings import Settings
+from tests.stream.helpers import small_checkpoint, taobao_users
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def exposed_names() -> set[str]:
+    registry = CollectorRegistry()
+    checkpoint = small_checkpoint(taobao_users(3))
+    engine = IncrementalEngine(checkpoint.model, checkpoint.model_version, InMemoryHistory())
+    metrics = WorkerMetrics(registry, engine, checkpoint.model_version, {"detector_calibrated": "no"}, lambda: {("t", 0): 1})
+    metrics.events.labels("accepted").inc()
+    metrics.dead_letters.labels("not_json").inc()
+    return {sample.name for family in registry.collect() for sample in family.samples}
+
+
+def test_every_dashboard_query_uses_exposed_metrics() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "shiftwatch-worker.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    wanted = {name for expr in exprs for name in re.findall(r"\bshiftwatch_[a-z0-9_]+", expr)}
+    assert len(dashboard["panels"]) >= 10 and wanted
+    assert wanted <= exposed_names(), sorted(wanted - exposed_names())
+
+
+def test_prometheus_scrapes_the_worker_default_port() -> None:
+    config = (DEPLOY / "prometheus" / "prometheus.yml").read_text()
+    assert "metrics_path: /metrics" in config
+    assert f":{Settings().web_port}" in config
