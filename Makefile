@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench-beauty bench-engine bench-e2e eval-taobao detect-eval clean
+.PHONY: install browser test demo bench-beauty bench-engine bench-e2e eval-taobao detect-eval clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,7 +12,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) browser
+
+# Debian's Chromium and ChromeDriver for the dashboard's browser test (no-op once installed).
+browser:
+	sh deploy/setup-browser.sh
 
 test: install
 	$(BIN)/pytest -q

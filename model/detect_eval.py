@@ -32,7 +32,7 @@ from model.change_detectors import (
 )
 from model.change_metrics import DetectionScore, match, score_alarms
 from model.checkpoint import Checkpoint
-from model.data import EventLog
+from model.data import EventLog, UserSequence
 from model.detector import DetectorSettings, ShiftDetector
 from model.distribution import Distribution, from_model
 from model.evaluate import copied_outside_vocabulary
@@ -88,22 +88,24 @@ class Benchmark:
     test: list[TrackInputs]
 
 
-def model_distributions(checkpoint: Checkpoint, tracks: Sequence[Track], m: int) -> list[list[Distribution]]:
-    """The transformer's interest after every event of every track, as the worker computes it."""
+def model_distributions(
+    checkpoint: Checkpoint, sequences: Sequence[UserSequence], m: int, progress: bool = True
+) -> list[list[Distribution]]:
+    """The transformer's interest after every event of every sequence, as the worker computes it."""
     tokenizer = checkpoint.tokenizer
     vocabulary = tokenizer.categories
-    tokens = [tokenizer.encode(t.sequence) for t in tracks]
-    out: list[list[Distribution]] = [[{} for _ in range(len(t))] for t in tracks]
-    wanted = [np.arange(len(t)) for t in tracks]
-    total = sum(len(t) for t in tracks)
-    with tqdm(total=total, desc="model distributions", unit="event", leave=False) as progress:
+    tokens = [tokenizer.encode(s) for s in sequences]
+    out: list[list[Distribution]] = [[{} for _ in range(len(s))] for s in sequences]
+    wanted = [np.arange(len(s)) for s in sequences]
+    total = sum(len(s) for s in sequences)
+    with tqdm(total=total, desc="model distributions", unit="event", leave=False, disable=not progress) as bar:
         for scored in score_outputs(checkpoint.model, tokens, wanted, "category"):
             k = min(m, scored.scores.shape[1] - 1)
             best = np.argpartition(-scored.scores, k, axis=1)[:, :k]
             for row, (s, position) in enumerate(zip(scored.sequences, scored.outputs)):
-                copied = copied_outside_vocabulary(scored, row, tokens[s].categories, tracks[s].sequence.categories)
+                copied = copied_outside_vocabulary(scored, row, tokens[s].categories, sequences[s].categories)
                 out[s][position] = from_model(scored.scores[row].astype(np.float64), best[row], vocabulary, copied, m)
-            progress.update(len(scored.outputs))
+            bar.update(len(scored.outputs))
     return out
 
 
@@ -127,7 +129,7 @@ def natural_split(log: EventLog, split: Split, settings: EvalSettings) -> list[T
 
 def with_inputs(checkpoint: Checkpoint, log: EventLog, tracks: Sequence[Track], settings: EvalSettings) -> list[TrackInputs]:
     """Everything the detectors read, computed once per track."""
-    distributions = model_distributions(checkpoint, tracks, settings.detector.top_m)
+    distributions = model_distributions(checkpoint, [t.sequence for t in tracks], settings.detector.top_m)
     markov = markov_for(checkpoint, log)
     return [TrackInputs(t, d, markov.surprisal(t.sequence.categories)) for t, d in zip(tracks, distributions)]
 

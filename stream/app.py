@@ -22,7 +22,6 @@ import asyncio
 import json
 import time
 import weakref
-from collections import deque
 from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -37,13 +36,13 @@ from model.checkpoint import load_checkpoint
 from model.detector import load_detector
 from stream.pipeline import Admitted, Ignored, InterestPipeline, Refused
 from stream.recovery import QueueSafeTableManager, SnapshotConsumer
+from stream.live import ShiftFeed
 from stream.metrics import WorkerMetrics
 from stream.settings import Settings
 from stream.state import StateCache, UserState
+from stream.views import add_views
 from topics.records import DeadLetter
 from topics.specs import EVENTS, INVALID, PARTITIONS, SHIFTS, UPDATES
-
-RECENT_SHIFTS = 200  # shifts kept in memory for /shifts/recent
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -79,8 +78,19 @@ def create_app(settings: Settings) -> faust.App:
                 out[(tp.topic, tp.partition)] = max(0, end - processed[(tp.topic, tp.partition)] - 1)
         return out
 
+    counted = {"rows": 0, "at": float("-inf")}
+
+    def table_rows() -> int:
+        """Rows in this worker's table store, counted at most every 30 s (a full key scan)."""
+        if time.monotonic() - counted["at"] >= 30:
+            counted["rows"], counted["at"] = len(users.data), time.monotonic()
+        return int(counted["rows"])
+
     calibrated = "yes" if detector.calibration is not None else "no"
-    metrics = WorkerMetrics(registry, pipeline.engine, checkpoint.model_version, {"detector_calibrated": calibrated}, lags)
+    feed = ShiftFeed()
+    metrics = WorkerMetrics(
+        registry, pipeline.engine, checkpoint.model_version, {"detector_calibrated": calibrated}, lags, table_rows
+    )
     # Raw bytes in: the pipeline parses and validates them, and dead-letters them verbatim.
     events_topic = app.topic(
         EVENTS.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=PARTITIONS
@@ -135,6 +145,7 @@ def create_app(settings: Settings) -> faust.App:
                 ingested.append(message.timestamp)
             changed[key] = (event, state)  # type: ignore[index]
         deliveries = [await send(INVALID.name, letter.user_id, letter.dumps()) for letter in letters]
+        shifts: list[dict[str, object]] = []
         if admitted:
             started = time.perf_counter()
             scored = await asyncio.get_running_loop().run_in_executor(None, pipeline.score, admitted)
@@ -144,11 +155,12 @@ def create_app(settings: Settings) -> faust.App:
                 if update is not None:
                     deliveries.append(await send(UPDATES.name, str(update["user_id"]), dump(update)))
                     metrics.updates.inc()
-            for shift in scored.shifts:
+            shifts = scored.shifts
+            for shift in shifts:
                 deliveries.append(await send(SHIFTS.name, str(shift["user_id"]), dump(shift)))
                 metrics.shifts.inc()
-            recent_shifts.extend(scored.shifts)
         await asyncio.gather(*deliveries)
+        feed.publish(shifts)  # to the live view, once Kafka has them
         published = time.time()
         for a, arrived in zip(admitted, ingested):
             metrics.event_to_publish.observe(max(0.0, published - a.ts / 1000))
@@ -169,49 +181,7 @@ def create_app(settings: Settings) -> faust.App:
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             await process(batch)
 
-    recent_shifts: deque[dict[str, object]] = deque(maxlen=RECENT_SHIFTS)
-
-    @app.page("/users/{user_id}/interests")
-    @app.table_route(table=users, match_info="user_id")
-    async def user_interests(web: Any, request: Any, user_id: str) -> Any:
-        """A user's current interest and last shift, from their row (on the worker that owns it)."""
-        row = users.get(user_id.encode())
-        if not row:
-            return web.json({"error": f"no events for user {user_id!r}"}, status=404)
-        state = UserState.from_json(row)
-        current = sorted(state.detector.previous.items(), key=lambda kv: (-kv[1], kv[0]))
-        profile = sorted(state.detector.long.items(), key=lambda kv: (-kv[1], kv[0]))
-        return web.json({
-            "user_id": user_id,
-            "events": state.length,
-            "last_event_ts": state.last_ts,
-            "model_version": checkpoint.model_version,
-            "interests": [{"category_id": c, "probability": round(p, 6)} for c, p in current],
-            "profile": [{"category_id": c, "probability": round(p, 6)} for c, p in profile],
-            "last_shift": state.last_shift,
-        })  # fmt: skip
-
-    @app.page("/shifts/recent")
-    async def shifts_recent(web: Any, request: Any) -> Any:
-        """This worker's latest shifts, newest first (``?limit=N``, at most the last 200)."""
-        try:
-            limit = max(0, min(int(request.query.get("limit", 50)), RECENT_SHIFTS))
-        except ValueError:
-            return web.json({"error": "limit must be an integer"}, status=400)
-        return web.json({"shifts": list(reversed(recent_shifts))[:limit]})
-
-    @app.page("/healthz")
-    async def healthz(web: Any, request: Any) -> Any:
-        """Alive: the event loop answers."""
-        return web.json({"status": "ok"})
-
-    @app.page("/readyz")
-    async def readyz(web: Any, request: Any) -> Any:
-        """Ready once the model is loaded (it is, before the app exists) and the tables are recovered."""
-        ready = app.tables.recovery.completed.is_set() and not app.rebalancing
-        body = {"ready": ready, "model_version": checkpoint.model_version, "detector_calibrated": calibrated}
-        return web.json(body, status=200 if ready else 503)
-
+    add_views(app, users, checkpoint, feed, registry, calibrated)
     return app
 
 

@@ -138,7 +138,8 @@ def run_demo(config: DemoConfig = DemoConfig()) -> int:
             config.state_dir / "worker.log", kafka_bootstrap=bootstrap, app_id=f"shiftwatch-demo-{int(time.time())}",
             checkpoint=config.checkpoint, data_dir=config.state_dir / "worker",
         ).start()  # fmt: skip
-        print(f"worker: pid {worker.process.pid}, metrics at http://127.0.0.1:{worker.web_port}/metrics")  # type: ignore[union-attr]
+        web = f"http://127.0.0.1:{worker.web_port}"
+        print(f"worker: pid {worker.process.pid}; live dashboard at {web}/dashboard, metrics at {web}/metrics")  # type: ignore[union-attr]
         print("replaying the sample; live feed of interest shifts (at most a few lines a second):")
 
         async def replay_and_follow() -> dict[str, int]:

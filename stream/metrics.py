@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -27,6 +27,7 @@ class WorkerMetrics:
         model_version: str,
         detector: Mapping[str, str],
         lags: Callable[[], Mapping[tuple[str, int], int]],
+        table_rows: Callable[[], int],
     ):
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
             return Counter(name, doc, labels, registry=registry)
@@ -58,6 +59,9 @@ class WorkerMetrics:
         Info("shiftwatch_model", "The checkpoint served and its shift detector", registry=registry).info(
             {"model_version": model_version, **detector}
         )
+        Gauge(
+            "shiftwatch_table_rows", "User rows in this worker's table store (counted at most every 30 s)", registry=registry
+        ).set_function(table_rows)
         registry.register(_EngineCollector(engine))
         registry.register(_LagCollector(lags))
 

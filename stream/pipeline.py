@@ -48,6 +48,22 @@ def shift_id(user_id: str, event_id: str) -> str:
     return str(uuid.uuid5(SHIFT_NAMESPACE, json.dumps([user_id, event_id])))
 
 
+SHIFTS_KEPT = 5  # shifts a user's row remembers, in brief
+
+
+def brief(shift: ShiftRecord) -> dict[str, object]:
+    """What a user's row keeps of a shift: enough to list and mark it, without the evidence."""
+    return {
+        "shift_id": shift["shift_id"],
+        "event_id": shift["event_id"],
+        "ts": shift["ts"],
+        "sequence_length": shift["sequence_length"],
+        "from": [c["category_id"] for c in shift["from_categories"]],  # type: ignore[attr-defined]
+        "to": [c["category_id"] for c in shift["to_categories"]],  # type: ignore[attr-defined]
+        "confidence": shift["confidence"],
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Scored:
     """What one micro-batch publishes: an update per admitted event (``None`` where the
@@ -211,7 +227,8 @@ class InterestPipeline:
             shift = self.detector.update(admitted.state.detector, distribution, admitted.event)
             if shift is not None:
                 record = self._shift(admitted, result.model_version, shift)
-                admitted.state.last_shift = record
+                admitted.state.shifts.append(brief(record))
+                del admitted.state.shifts[:-SHIFTS_KEPT]
                 scored.shifts.append(record)
 
     def _update(

@@ -3,7 +3,7 @@
 It keeps the raw fields of the user's last ``keep`` events (the model's receptive field),
 so a cache can be rebuilt exactly and a new checkpoint can re-tokenise them; the total
 number of accepted events (the next event's position); the input offset it has seen up
-to; the shift detector's state and the last shift; and counters. Raw values, not token ids, so that the row
+to; the shift detector's state and the last few shifts; and counters. Raw values, not token ids, so that the row
 survives a vocabulary change.
 
 >>> state = UserState.empty()
@@ -44,7 +44,7 @@ class UserState:
     source_partition: int = -1  # all of a user's messages come from one input partition (keyed by user)
     source_offset: int = -1  # the last input offset applied to this row
     detector: DetectorState = field(default_factory=DetectorState)  # the shift detector's state for this user
-    last_shift: dict[str, object] | None = None  # the last interest shift published for this user
+    shifts: list[dict[str, object]] = field(default_factory=list)  # the last few shifts, in brief
 
     @classmethod
     def empty(cls) -> UserState:
@@ -108,7 +108,7 @@ class UserState:
 
 
 _PLAIN_FIELDS = (  # serialised as they are
-    "length", "before_ts", "duplicates", "late", "reordered", "source_partition", "source_offset", "last_shift",
+    "length", "before_ts", "duplicates", "late", "reordered", "source_partition", "source_offset", "shifts",
 )  # fmt: skip
 
 

@@ -21,7 +21,7 @@ def exposed_names() -> set[str]:
     registry = CollectorRegistry()
     checkpoint = small_checkpoint(taobao_users(3))
     engine = IncrementalEngine(checkpoint.model, checkpoint.model_version, InMemoryHistory())
-    metrics = WorkerMetrics(registry, engine, checkpoint.model_version, {"detector_calibrated": "no"}, lambda: {("t", 0): 1})
+    metrics = WorkerMetrics(registry, engine, checkpoint.model_version, {"detector_calibrated": "no"}, lambda: {("t", 0): 1}, lambda: 3)
     metrics.events.labels("accepted").inc()
     metrics.dead_letters.labels("not_json").inc()
     return {sample.name for family in registry.collect() for sample in family.samples}

@@ -27,7 +27,7 @@ from tests.stream.helpers import (
     spliced_history,
     taobao_users,
 )
-from topics.specs import EVENTS, INVALID, SHIFTS, UPDATES
+from topics.specs import EVENTS, INVALID, PARTITIONS, SHIFTS, UPDATES
 
 pytestmark = pytest.mark.kafka
 
@@ -118,6 +118,7 @@ def test_replayed_events_give_one_exact_update_each_and_bad_ones_go_to_dead_lett
         ("shiftwatch_cache_first_events_total", ())
     ] == len(stream)
     assert metrics[("shiftwatch_active_users", ())] == len(stream_log.users)
+    assert metrics[("shiftwatch_table_rows", ())] == len(stream_log.users)  # first counted at this scrape
     assert sum(v for (name, _), v in metrics.items() if name == "shiftwatch_consumer_lag") == 0
     assert metrics[("faust_messages_received_total", ())] >= len(mixed)  # Faust's own sensor, same registry
     assert get_json(worker.web_port, "/readyz") == (
@@ -132,14 +133,36 @@ def test_replayed_events_give_one_exact_update_each_and_bad_ones_go_to_dead_lett
         probabilities = [c["probability"] for c in body["interests"]]
         assert probabilities and probabilities == sorted(probabilities, reverse=True)
         if user.user_id in last_shift:
-            assert same_shift(body["last_shift"], last_shift[user.user_id])
+            latest = body["shifts"][-1]
+            assert latest["shift_id"] == last_shift[user.user_id]["shift_id"]
+            assert latest["to"] == [c["category_id"] for c in last_shift[user.user_id]["to_categories"]]
+            assert len(body["shifts"]) <= 5
         else:
-            assert body["last_shift"] is None
+            assert body["shifts"] == []
     assert get_json(worker.web_port, "/users/nobody/interests")[0] == 404
     status, body = get_json(worker.web_port, "/shifts/recent?limit=3")
     assert status == 200 and len(body["shifts"]) == min(3, len(expected))
     assert {s["shift_id"] for s in body["shifts"]} <= set(expected)
     assert get_json(worker.web_port, "/shifts/recent?limit=x")[0] == 400
+
+
+def test_user_queries_are_answered_by_either_of_two_workers(kafka_bootstrap, worker_factory, stream_log) -> None:
+    """Each worker owns some partitions; asked about any user, either answers with that
+    user's row (the owner serves it, the other forwards the request to the owner)."""
+    stream = raw_messages(stream_log)
+    first = worker_factory(batch_size="64").start()
+    second = worker_factory(batch_size="64").start()
+    produce(kafka_bootstrap, EVENTS.name, stream)
+    assert len(consume(kafka_bootstrap, UPDATES.name, len(stream), worker=first)) >= len(stream)
+    status, routes = get_json(first.web_port, "/router/")  # Faust's view: worker URL -> table partitions
+    assert status == 200
+    owned = {url: sorted(p for partitions in tables.values() for p in partitions) for url, tables in routes.items()}
+    assert sorted(p for partitions in owned.values() for p in partitions) == list(range(PARTITIONS))
+    assert {f"http://127.0.0.1:{w.web_port}" for w in (first, second)} == {url for url, p in owned.items() if p}
+    for user in stream_log.users:
+        answers = [get_json(worker.web_port, f"/users/{user.user_id}/interests") for worker in (first, second)]
+        assert answers[0] == answers[1]
+        assert answers[0][0] == 200 and answers[0][1]["events"] == len(user)
 
 
 def get_json(port: int, path: str) -> tuple[int, dict]:

@@ -1,0 +1,180 @@
+"""The worker's web API and live dashboard (Faust pages on ``SHIFTWATCH_WEB_PORT``).
+
+=============================  ======================================================
+``GET /healthz``               alive: the event loop answers
+``GET /readyz``                200 once the tables are recovered (503 before)
+``GET /users/{id}/interests``  current distribution, profile and recent shifts, from the
+                               user's row (routed to the worker that owns it)
+``GET /users/{id}/timeline``   the user's kept events with the model's top-category
+                               probabilities after each, recomputed over that window
+``GET /shifts/recent``         this worker's latest shifts (``?limit=N``)
+``GET /shifts/stream``         server-sent events: each shift as it is published
+``GET /stats``                 counters and latency quantiles for the dashboard
+``GET /dashboard``             the live dashboard (static HTML and JS)
+=============================  ======================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+from aiohttp import web as aiohttp_web
+from prometheus_client import CollectorRegistry
+
+from model.checkpoint import Checkpoint
+from model.data import UserSequence
+from model.detect_eval import model_distributions
+from stream.live import ShiftFeed
+from stream.state import UserState
+
+DASHBOARD = Path(__file__).with_name("dashboard.html")
+TIMELINE_CATEGORIES = 5
+
+
+def add_views(
+    app: faust.App, users: Any, checkpoint: Checkpoint, feed: ShiftFeed, registry: CollectorRegistry, calibrated: str
+) -> None:
+    def row_of(user_id: str) -> UserState | None:
+        row = users.get(user_id.encode())
+        return UserState.from_json(row) if row else None
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        """The model is loaded before the app exists; ready once the tables are recovered."""
+        ready = app.tables.recovery.completed.is_set() and not app.rebalancing
+        body = {"ready": ready, "model_version": checkpoint.model_version, "detector_calibrated": calibrated}
+        return web.json(body, status=200 if ready else 503)
+
+    @app.page("/users/{user_id}/interests")
+    @app.table_route(table=users, match_info="user_id")
+    async def user_interests(web: Any, request: Any, user_id: str) -> Any:
+        state = row_of(user_id)
+        if state is None:
+            return unknown(web, user_id)
+        return web.json({
+            "user_id": user_id,
+            "events": state.length,
+            "last_event_ts": state.last_ts,
+            "model_version": checkpoint.model_version,
+            "interests": ranked(state.detector.previous),
+            "profile": ranked(state.detector.long),
+            "shifts": state.shifts,
+        })  # fmt: skip
+
+    @app.page("/users/{user_id}/timeline")
+    @app.table_route(table=users, match_info="user_id")
+    async def user_timeline(web: Any, request: Any, user_id: str) -> Any:
+        state = row_of(user_id)
+        if state is None:
+            return unknown(web, user_id)
+        body = await asyncio.get_running_loop().run_in_executor(None, timeline, checkpoint, user_id, state)
+        return web.json(body)
+
+    @app.page("/shifts/recent")
+    async def shifts_recent(web: Any, request: Any) -> Any:
+        try:
+            limit = min(int(request.query.get("limit", 50)), feed.keep)
+        except ValueError:
+            return web.json({"error": "limit must be an integer"}, status=400)
+        return web.json({"shifts": feed.recent(limit)})
+
+    @app.page("/shifts/stream")
+    async def shifts_stream(web: Any, request: Any) -> Any:
+        response = aiohttp_web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        queue = feed.subscribe()
+        try:
+            await response.write(b": connected\n\n")
+            while True:
+                try:
+                    shift = await asyncio.wait_for(queue.get(), timeout=15)
+                    await response.write(f"data: {json.dumps(shift)}\n\n".encode())
+                except asyncio.TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            feed.unsubscribe(queue)
+        return response
+
+    @app.page("/stats")
+    async def stats(web: Any, request: Any) -> Any:
+        return web.json(snapshot(registry))
+
+    @app.page("/dashboard")
+    async def dashboard(web: Any, request: Any) -> Any:
+        return web.html(DASHBOARD.read_text())
+
+
+def unknown(web: Any, user_id: str) -> Any:
+    return web.json({"error": f"no events for user {user_id!r}"}, status=404)
+
+
+def ranked(distribution: dict[str, float]) -> list[dict[str, object]]:
+    return [
+        {"category_id": c, "probability": round(p, 6)} for c, p in sorted(distribution.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
+
+
+def timeline(checkpoint: Checkpoint, user_id: str, state: UserState) -> dict[str, object]:
+    """The model's distribution after each kept event, recomputed from the first kept one
+    (so the earliest points see less history than the worker did)."""
+    events = state.events
+    sequence = UserSequence(
+        user_id,
+        tuple(e.item_id for e in events),
+        tuple(e.category_id for e in events),
+        tuple(e.event_type for e in events),
+        tuple(e.ts // 1000 for e in events),
+    )
+    (distributions,) = model_distributions(checkpoint, [sequence], m=20, progress=False)
+    peak: dict[str, float] = {}
+    for distribution in distributions:
+        for category, mass in distribution.items():
+            peak[category] = max(peak.get(category, 0.0), mass)
+    shown = sorted(peak, key=lambda c: (-peak[c], c))[:TIMELINE_CATEGORIES]
+    return {
+        "user_id": user_id,
+        "first_position": state.first_position,
+        "events": [{"event_id": e.event_id, "ts": e.ts, "category_id": e.category_id, "event_type": e.event_type} for e in events],
+        "categories": {c: [round(d.get(c, 0.0), 4) for d in distributions] for c in shown},
+        "shifts": state.shifts,
+    }
+
+
+def snapshot(registry: CollectorRegistry) -> dict[str, object]:
+    """Totals and latency quantiles (from the histogram buckets) for the dashboard's sparklines."""
+
+    def total(name: str, **labels: str) -> float:
+        return registry.get_sample_value(name, labels) or 0.0
+
+    def quantile(histogram: str, q: float) -> float | None:
+        buckets = []
+        for family in registry.collect():
+            if family.name == histogram:
+                buckets = [(float(s.labels["le"]), s.value) for s in family.samples if s.name.endswith("_bucket")]
+        count = buckets[-1][1] if buckets else 0.0
+        if not count:
+            return None
+        return next(bound for bound, seen in buckets if seen >= q * count)
+
+    return {
+        "time": time.time(),
+        "accepted": total("shiftwatch_events_total", outcome="accepted"),
+        "updates": total("shiftwatch_updates_published_total"),
+        "shifts": total("shiftwatch_shifts_published_total"),
+        "dead_letters": sum(
+            s.value for f in registry.collect() if f.name == "shiftwatch_dead_letters" for s in f.samples if s.name.endswith("_total")
+        ),
+        "latency_p50_s": quantile("shiftwatch_ingest_to_publish_seconds", 0.5),
+        "latency_p99_s": quantile("shiftwatch_ingest_to_publish_seconds", 0.99),
+    }
