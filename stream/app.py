@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry
 
 from model.checkpoint import load_checkpoint
 from model.detector import load_detector
+from model.vocab import OOV_ID
 from stream.pipeline import Admitted, Ignored, InterestPipeline, Refused
 from stream.recovery import QueueSafeTableManager, SnapshotConsumer
 from stream.live import ShiftFeed
@@ -43,6 +44,8 @@ from stream.state import StateCache, UserState
 from stream.views import add_views
 from topics.records import DeadLetter
 from topics.specs import EVENTS, INVALID, PARTITIONS, SHIFTS, UPDATES
+
+FLOW_CATEGORIES = 20  # categories with their own label value in shiftwatch_shift_flows_total
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -88,9 +91,11 @@ def create_app(settings: Settings) -> faust.App:
 
     calibrated = "yes" if detector.calibration is not None else "no"
     feed = ShiftFeed()
+    top_categories = checkpoint.tokenizer.categories.tokens[OOV_ID + 1 : OOV_ID + 1 + FLOW_CATEGORIES]  # most frequent first
     metrics = WorkerMetrics(
-        registry, pipeline.engine, checkpoint.model_version, {"detector_calibrated": calibrated}, lags, table_rows
-    )
+        registry, pipeline.engine, checkpoint.model_version, {"detector_calibrated": calibrated}, lags, table_rows,
+        top_categories,
+    )  # fmt: skip
     # Raw bytes in: the pipeline parses and validates them, and dead-letters them verbatim.
     events_topic = app.topic(
         EVENTS.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=PARTITIONS
@@ -158,7 +163,7 @@ def create_app(settings: Settings) -> faust.App:
             shifts = scored.shifts
             for shift in shifts:
                 deliveries.append(await send(SHIFTS.name, str(shift["user_id"]), dump(shift)))
-                metrics.shifts.inc()
+                metrics.count_shift(shift)
         await asyncio.gather(*deliveries)
         feed.publish(shifts)  # to the live view, once Kafka has them
         published = time.time()

@@ -6,7 +6,8 @@ engine's cache and the consumer's lag are read when Prometheus scrapes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -28,6 +29,7 @@ class WorkerMetrics:
         detector: Mapping[str, str],
         lags: Callable[[], Mapping[tuple[str, int], int]],
         table_rows: Callable[[], int],
+        flow_categories: Collection[str],
     ):
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
             return Counter(name, doc, labels, registry=registry)
@@ -40,6 +42,13 @@ class WorkerMetrics:
         self.dead_letters = counter("shiftwatch_dead_letters_total", "Refused input messages by reason", ("reason",))
         self.updates = counter("shiftwatch_updates_published_total", "Interest updates published")
         self.shifts = counter("shiftwatch_shifts_published_total", "Interest shifts published")
+        self.flows = counter(
+            "shiftwatch_shift_flows_total",
+            "Shifts by their main from and to category; categories outside the checkpoint's most frequent "
+            "are 'other' (bounded label values)",
+            ("from_category", "to_category"),
+        )
+        self.flow_categories = frozenset(flow_categories)
         self.event_to_publish = Histogram(
             "shiftwatch_event_to_publish_seconds", "From an event's own timestamp to its update acknowledged by Kafka",
             registry=registry, buckets=LATENCY_BUCKETS,
@@ -64,6 +73,18 @@ class WorkerMetrics:
         ).set_function(table_rows)
         registry.register(_EngineCollector(engine))
         registry.register(_LagCollector(lags))
+
+
+    def count_shift(self, shift: Mapping[str, Any]) -> None:
+        """Count a published shift: in total and by its main from -> to categories."""
+        self.shifts.inc()
+        self.flows.labels(self._bucket(shift["from_categories"]), self._bucket(shift["to_categories"])).inc()
+
+    def _bucket(self, changes: list[dict[str, Any]]) -> str:
+        if not changes:
+            return "none"
+        category = str(changes[0]["category_id"])
+        return category if category in self.flow_categories else "other"
 
 
 class _EngineCollector(Collector):

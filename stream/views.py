@@ -67,6 +67,7 @@ def add_views(
             "model_version": checkpoint.model_version,
             "interests": ranked(state.detector.previous),
             "profile": ranked(state.detector.long),
+            "last_shift": state.shifts[-1] if state.shifts else None,
             "shifts": state.shifts,
         })  # fmt: skip
 

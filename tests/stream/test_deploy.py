@@ -21,9 +21,10 @@ def exposed_names() -> set[str]:
     registry = CollectorRegistry()
     checkpoint = small_checkpoint(taobao_users(3))
     engine = IncrementalEngine(checkpoint.model, checkpoint.model_version, InMemoryHistory())
-    metrics = WorkerMetrics(registry, engine, checkpoint.model_version, {"detector_calibrated": "no"}, lambda: {("t", 0): 1}, lambda: 3)
+    metrics = WorkerMetrics(registry, engine, checkpoint.model_version, {"detector_calibrated": "no"}, lambda: {("t", 0): 1}, lambda: 3, ["c1"])
     metrics.events.labels("accepted").inc()
     metrics.dead_letters.labels("not_json").inc()
+    metrics.count_shift({"from_categories": [{"category_id": "c1"}], "to_categories": [{"category_id": "c2"}]})
     return {sample.name for family in registry.collect() for sample in family.samples}
 
 
@@ -39,3 +40,19 @@ def test_prometheus_scrapes_the_worker_default_port() -> None:
     config = (DEPLOY / "prometheus" / "prometheus.yml").read_text()
     assert "metrics_path: /metrics" in config
     assert f":{Settings().web_port}" in config
+
+
+def test_shift_flows_keep_label_values_bounded() -> None:
+    registry = CollectorRegistry()
+    checkpoint = small_checkpoint(taobao_users(3))
+    engine = IncrementalEngine(checkpoint.model, checkpoint.model_version, InMemoryHistory())
+    metrics = WorkerMetrics(registry, engine, "v", {}, dict, lambda: 0, ["a", "b"])
+    for source, target in (("a", "b"), ("a", "zzz"), ("y", "zzz")):
+        metrics.count_shift({"from_categories": [{"category_id": source}], "to_categories": [{"category_id": target}]})
+    metrics.count_shift({"from_categories": [], "to_categories": [{"category_id": "b"}]})
+    flows = {
+        (s.labels["from_category"], s.labels["to_category"]): s.value
+        for family in registry.collect() for s in family.samples if s.name == "shiftwatch_shift_flows_total"
+    }
+    assert flows == {("a", "b"): 1, ("a", "other"): 1, ("other", "other"): 1, ("none", "b"): 1}
+    assert registry.get_sample_value("shiftwatch_shifts_published_total") == 4

@@ -113,6 +113,7 @@ def test_replayed_events_give_one_exact_update_each_and_bad_ones_go_to_dead_lett
         assert metrics[("shiftwatch_dead_letters_total", (("reason", reason),))] == count
     assert metrics[("shiftwatch_updates_published_total", ())] == len(stream)
     assert metrics[("shiftwatch_shifts_published_total", ())] == len(expected)
+    assert sum(v for (name, _), v in metrics.items() if name == "shiftwatch_shift_flows_total") == len(expected)
     assert metrics[("shiftwatch_ingest_to_publish_seconds_count", ())] == len(stream)
     assert metrics[("shiftwatch_cache_hits_total", ())] + metrics[("shiftwatch_cache_misses_total", ())] + metrics[
         ("shiftwatch_cache_first_events_total", ())
@@ -133,12 +134,13 @@ def test_replayed_events_give_one_exact_update_each_and_bad_ones_go_to_dead_lett
         probabilities = [c["probability"] for c in body["interests"]]
         assert probabilities and probabilities == sorted(probabilities, reverse=True)
         if user.user_id in last_shift:
-            latest = body["shifts"][-1]
+            latest = body["last_shift"]
+            assert latest == body["shifts"][-1]
             assert latest["shift_id"] == last_shift[user.user_id]["shift_id"]
             assert latest["to"] == [c["category_id"] for c in last_shift[user.user_id]["to_categories"]]
             assert len(body["shifts"]) <= 5
         else:
-            assert body["shifts"] == []
+            assert body["shifts"] == [] and body["last_shift"] is None
     assert get_json(worker.web_port, "/users/nobody/interests")[0] == 404
     status, body = get_json(worker.web_port, "/shifts/recent?limit=3")
     assert status == 200 and len(body["shifts"]) == min(3, len(expected))
