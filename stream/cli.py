@@ -333,6 +333,31 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_triggers(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "triggers",
+        help="run the marketing-trigger service: interest.shifts -> rules -> marketing.triggers",
+        description="Apply the rules of a TOML file (see deploy/triggers.toml) to every interest shift and publish "
+        "marketing.triggers, at most one per user and rule per cooldown. Kafka and state settings as for the worker.",
+    )
+    parser.add_argument("--rules", required=True, type=Path, help="TOML rules file; refused at start when invalid")
+    parser.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
+    parser.set_defaults(handler=_triggers)
+
+
+def _triggers(args: argparse.Namespace) -> int:
+    import faust
+
+    from stream.rules import load_rules
+    from stream.settings import Settings
+    from stream.triggers import create_triggers_app
+
+    rules = load_rules(args.rules)
+    app = create_triggers_app(Settings.from_env(), rules)
+    faust.Worker(app, loglevel=args.loglevel).execute_from_commandline()
+    return 0
+
+
 def _add_replay(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("replay", help="produce an event log into clickstream.events in event-time order")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="(default: %(default)s)")
@@ -388,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_broker(subparsers)
     _add_topics(subparsers)
     _add_worker(subparsers)
+    _add_triggers(subparsers)
     _add_replay(subparsers)
     _add_demo(subparsers)
     return parser
@@ -401,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (BrokerError, CheckpointError, DataFormatError, FileNotFoundError, ValueError) as error:
+    except (BrokerError, CheckpointError, DataFormatError, FileNotFoundError, ValueError) as error:  # RuleError too
         print(f"shiftwatch {args.command}: error: {error}", file=sys.stderr)
         return 2
 

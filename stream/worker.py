@@ -1,5 +1,5 @@
-"""``shiftwatch worker`` as a child process with a start/stop lifecycle: how the demo, the
-benchmarks and the tests run one.
+"""``shiftwatch worker`` (or another service, like ``shiftwatch triggers``) as a child process
+with a start/stop lifecycle: how the demo, the benchmarks and the tests run one.
 
 Settings are passed as :class:`~stream.settings.Settings` field names and become the
 worker's environment variables; the web port is a free one unless given.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from stream.broker import free_port
@@ -17,11 +18,14 @@ from stream.settings import ENVIRONMENT
 
 
 class WorkerProcess:
-    def __init__(self, log: Path, loglevel: str = "warn", **settings: object):
+    """``command``: the ``shiftwatch`` subcommand and its arguments (default: the stream worker)."""
+
+    def __init__(self, log: Path, loglevel: str = "warn", command: Sequence[str] = ("worker",), **settings: object):
         settings.setdefault("web_port", free_port())
         self.env = {**os.environ, **{ENVIRONMENT[name]: str(value) for name, value in settings.items()}}
         self.log = log
         self.loglevel = loglevel
+        self.command = tuple(command)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -30,7 +34,7 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         with open(self.log, "ab") as handle:
-            command = [sys.executable, "-m", "stream.cli", "worker", "--loglevel", self.loglevel]
+            command = [sys.executable, "-m", "stream.cli", *self.command, "--loglevel", self.loglevel]
             self.process = subprocess.Popen(command, env=self.env, stdout=handle, stderr=subprocess.STDOUT)
         return self
 

@@ -78,6 +78,24 @@ class InterestShift(faust.Record, serializer="json", include_metadata=False):
     sequence_length: int
 
 
+class MarketingTrigger(faust.Record, serializer="json", include_metadata=False):
+    """A marketing action due: a rule matched a user's shift.
+
+    ``trigger_id`` is derived from the rule and the shift, so a redelivered shift yields the
+    same trigger under the same id.
+    """
+
+    trigger_id: str
+    rule: str
+    user_id: str
+    shift_id: str
+    event_id: str
+    ts: int
+    to_categories: list[str]
+    confidence: float | None
+    model_version: str
+
+
 class DeadLetter(faust.Record, serializer="json", include_metadata=False):
     """An input message the worker refused: why, where it came from, and its exact bytes."""
 

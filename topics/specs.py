@@ -11,7 +11,7 @@ from typing import Literal
 
 import faust
 
-from topics.records import ClickEvent, DeadLetter, InterestShift, InterestUpdate
+from topics.records import ClickEvent, DeadLetter, InterestShift, InterestUpdate, MarketingTrigger
 
 PARTITIONS = 4
 DAY_MS = 24 * 3600 * 1000
@@ -77,6 +77,17 @@ INVALID = TopicSpec(
     description="Dead letters: refused input with the reason, the source offset and the original bytes.",
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (EVENTS, UPDATES, SHIFTS, INVALID)
+TRIGGERS = TopicSpec(
+    name="marketing.triggers",
+    partitions=PARTITIONS,
+    key="user_id (UTF-8)",
+    value=MarketingTrigger,
+    cleanup_policy="delete",
+    retention_ms=30 * DAY_MS,
+    description="Marketing actions due: a rule of `shiftwatch triggers` matched a user's shift.",
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (EVENTS, UPDATES, SHIFTS, INVALID, TRIGGERS)
+OUTPUT_TOPICS: tuple[TopicSpec, ...] = (UPDATES, SHIFTS, INVALID, TRIGGERS)
 
 INPUT_SCHEMA = ClickEvent  # what producers send on EVENTS (ts may also be an ISO 8601 string)

@@ -11,13 +11,14 @@ import torch
 from model.checkpoint import Checkpoint
 from model.config import ModelConfig
 from model.data import EventLog, UserSequence, load_event_log
-from model.detector import DetectorSettings
+from model.detector import DetectorSettings, ShiftDetector
 from model.shift_benchmark import dominant, splice
 from model.splits import SplitSpec
 from model.transformer import InterestTransformer, TokenBatch
 from model.vocab import TokenSequence, Tokenizer
 from stream.pipeline import Admitted, InterestPipeline, Refused
 from stream.replay import messages
+from stream.settings import Settings
 from stream.state import UserState
 from tests.conftest import TAOBAO_SAMPLE
 
@@ -147,3 +148,19 @@ def run_pipeline(
             pending = []
     scored = pipeline.score(pending)
     return updates + scored.updates, refused, states, shifts + scored.shifts
+
+
+def offline_shifts(checkpoint, messages: list[tuple[bytes, bytes]]) -> dict[str, dict]:
+    """The shifts a crash-free run raises, by shift id: the pipeline without Kafka."""
+    pipeline = InterestPipeline(checkpoint, Settings(), ShiftDetector(SMALL_MODEL_DETECTOR))
+    return {s["shift_id"]: s for s in run_pipeline(pipeline, messages, batch_size=64)[3]}
+
+
+def same_shift(a: dict, b: dict, tolerance: float = 1e-5) -> bool:
+    names = lambda changes: [c["category_id"] for c in changes]  # noqa: E731
+    return (
+        (a["shift_id"], a["user_id"], a["event_id"], a["sequence_length"]) == (b["shift_id"], b["user_id"], b["event_id"], b["sequence_length"])
+        and names(a["from_categories"]) == names(b["from_categories"])
+        and names(a["to_categories"]) == names(b["to_categories"])
+        and abs(a["divergence"] - b["divergence"]) <= tolerance
+    )

@@ -13,16 +13,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.stream.conftest import consume, produce
-from model.detector import ShiftDetector
-from stream.pipeline import InterestPipeline
-from stream.settings import Settings
 from tests.stream.helpers import (
-    SMALL_MODEL_DETECTOR,
     assert_update_matches,
     event_value,
     offline_probabilities,
+    offline_shifts,
     raw_messages,
-    run_pipeline,
+    same_shift,
     same_update,
     spliced_history,
     taobao_users,
@@ -41,22 +38,6 @@ BAD_MESSAGES: list[tuple[bytes | None, bytes, str]] = [
     (b"u-bad", event_value(event_id="b5", user_id="u-bad", item_id="i" * 5000, category_id="c", event_type="view", ts=1511540216000), "oversized"),
     (None, event_value(event_id="b6", user_id="u-bad", item_id="i", category_id="c", event_type="view", ts=1511540216000), "wrong_key"),
 ]  # fmt: skip
-
-
-def offline_shifts(checkpoint, messages: list[tuple[bytes, bytes]]) -> dict[str, dict]:
-    """The shifts a crash-free run raises, by shift id: the pipeline without Kafka."""
-    pipeline = InterestPipeline(checkpoint, Settings(), ShiftDetector(SMALL_MODEL_DETECTOR))
-    return {s["shift_id"]: s for s in run_pipeline(pipeline, messages, batch_size=64)[3]}
-
-
-def same_shift(a: dict, b: dict, tolerance: float = 1e-5) -> bool:
-    names = lambda changes: [c["category_id"] for c in changes]  # noqa: E731
-    return (
-        (a["shift_id"], a["user_id"], a["event_id"], a["sequence_length"]) == (b["shift_id"], b["user_id"], b["event_id"], b["sequence_length"])
-        and names(a["from_categories"]) == names(b["from_categories"])
-        and names(a["to_categories"]) == names(b["to_categories"])
-        and abs(a["divergence"] - b["divergence"]) <= tolerance
-    )
 
 
 def by_user(records: list) -> dict[str, list[dict]]:
