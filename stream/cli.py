@@ -102,6 +102,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 DEFAULT_DATA = Path("data/taobao/UserBehavior_head_84475rows.csv.gz")
+LOGLEVELS = ["crit", "error", "warn", "info", "debug"]
 
 
 def _add_checkpoint_and_data(parser: argparse.ArgumentParser, data_help: str) -> None:
@@ -315,21 +316,25 @@ def _add_worker(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "worker",
         help="run the stream worker (settings from environment variables)",
-        description="Consume clickstream.events, publish interest.updates. Configure with KAFKA_BOOTSTRAP and "
-        "SHIFTWATCH_* variables (docs/configuration.md).",
+        description="Consume clickstream.events, publish interest.updates and interest.shifts. Configure with "
+        "KAFKA_BOOTSTRAP and SHIFTWATCH_* variables (docs/configuration.md).",
     )
-    parser.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
+    parser.add_argument("--loglevel", default="warn", choices=LOGLEVELS)
     parser.set_defaults(handler=_worker)
 
 
 def _worker(args: argparse.Namespace) -> int:
-    import faust
-
     from stream.app import create_app
     from stream.settings import Settings
 
-    app = create_app(Settings.from_env())
-    faust.Worker(app, loglevel=args.loglevel).execute_from_commandline()
+    return _run(create_app(Settings.from_env()), args.loglevel)
+
+
+def _run(app: object, loglevel: str) -> int:
+    """Run a Faust app in this process until it is stopped."""
+    import faust
+
+    faust.Worker(app, loglevel=loglevel).execute_from_commandline()
     return 0
 
 
@@ -341,21 +346,17 @@ def _add_triggers(subparsers: argparse._SubParsersAction) -> None:
         "marketing.triggers, at most one per user and rule per cooldown. Kafka and state settings as for the worker.",
     )
     parser.add_argument("--rules", required=True, type=Path, help="TOML rules file; refused at start when invalid")
-    parser.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
+    parser.add_argument("--loglevel", default="warn", choices=LOGLEVELS)
     parser.set_defaults(handler=_triggers)
 
 
 def _triggers(args: argparse.Namespace) -> int:
-    import faust
-
     from stream.rules import load_rules
     from stream.settings import Settings
     from stream.triggers import create_triggers_app
 
-    rules = load_rules(args.rules)
-    app = create_triggers_app(Settings.from_env(), rules)
-    faust.Worker(app, loglevel=args.loglevel).execute_from_commandline()
-    return 0
+    rules = load_rules(args.rules)  # a bad file stops here, before anything connects
+    return _run(create_triggers_app(Settings.from_env(), rules), args.loglevel)
 
 
 def _add_replay(subparsers: argparse._SubParsersAction) -> None:
