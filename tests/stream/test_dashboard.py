@@ -69,12 +69,13 @@ def test_dashboard_shows_live_shifts_and_a_drill_down(kafka_bootstrap, worker_fa
     users = {link.get_attribute("data-user") for link in browser.find_elements(By.CSS_SELECTOR, "a.user")}
     assert users <= {u.user_id for u in stream_log.users}
 
-    link = browser.find_elements(By.CSS_SELECTOR, "a.user")[0]
+    link = browser.find_elements(By.CSS_SELECTOR, "a.user")[-1]  # the oldest shift in the feed
     user = link.get_attribute("data-user")
     browser.execute_script("arguments[0].click()", link)  # the feed is still moving: click this very link
     WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#drilldown polyline.series"))
     assert browser.find_element(By.ID, "drill-user").text == user
-    WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#drilldown line.shift-marker"))
+    # the row that holds the shift is written just after the shift is published; the chart refreshes
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#drilldown line.shift-marker"))
     WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "throughput-value").text not in ("", "-"))
 
     ARTIFACTS.mkdir(exist_ok=True)
