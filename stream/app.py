@@ -74,11 +74,13 @@ def create_app(settings: Settings) -> faust.App:
     processed: dict[tuple[str, int], int] = {}  # the last input offset processed, by partition
 
     def lags() -> dict[tuple[str, int], int]:
+        """Messages behind each assigned partition's end, once this worker has processed one of it."""
         out = {}
         for tp in app.consumer.assignment():
-            end = app.consumer.highwater(tp) if (tp.topic, tp.partition) in processed else None
+            last = processed.get((tp.topic, tp.partition))
+            end = app.consumer.highwater(tp) if last is not None else None
             if end is not None:
-                out[(tp.topic, tp.partition)] = max(0, end - processed[(tp.topic, tp.partition)] - 1)
+                out[(tp.topic, tp.partition)] = max(0, end - last - 1)
         return out
 
     counted = {"rows": 0, "at": float("-inf")}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +34,13 @@ from stream.live import ShiftFeed
 from stream.state import UserState
 
 DASHBOARD = Path(__file__).with_name("dashboard.html")
+UserAnswer = Callable[[Any, str, UserState], Awaitable[Any]]  # (web, user id, row) -> response
 TIMELINE_CATEGORIES = 5
 
 
 def add_views(
     app: faust.App, users: Any, checkpoint: Checkpoint, feed: ShiftFeed, registry: CollectorRegistry, calibrated: str
 ) -> None:
-    def row_of(user_id: str) -> UserState | None:
-        row = users.get(user_id.encode())
-        return UserState.from_json(row) if row else None
-
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"status": "ok"})
@@ -54,12 +52,25 @@ def add_views(
         body = {"ready": ready, "model_version": checkpoint.model_version, "detector_calibrated": calibrated}
         return web.json(body, status=200 if ready else 503)
 
-    @app.page("/users/{user_id}/interests")
-    @app.table_route(table=users, match_info="user_id")
-    async def user_interests(web: Any, request: Any, user_id: str) -> Any:
-        state = row_of(user_id)
-        if state is None:
-            return unknown(web, user_id)
+    def user_page(suffix: str) -> Callable[[UserAnswer], UserAnswer]:
+        """``GET /users/{id}/<suffix>``: answered from the user's row by the worker that owns its
+        partition (Faust's table routing forwards the request there); 404 for an unknown user."""
+
+        def register(answer: UserAnswer) -> UserAnswer:
+            @app.page(f"/users/{{user_id}}/{suffix}", name=f"user-{suffix}")
+            @app.table_route(table=users, match_info="user_id")
+            async def page(web: Any, request: Any, user_id: str) -> Any:
+                row = users.get(user_id.encode())
+                if not row:
+                    return web.json({"error": f"no events for user {user_id!r}"}, status=404)
+                return await answer(web, user_id, UserState.from_json(row))
+
+            return answer
+
+        return register
+
+    @user_page("interests")
+    async def user_interests(web: Any, user_id: str, state: UserState) -> Any:
         return web.json({
             "user_id": user_id,
             "events": state.length,
@@ -71,12 +82,8 @@ def add_views(
             "shifts": state.shifts,
         })  # fmt: skip
 
-    @app.page("/users/{user_id}/timeline")
-    @app.table_route(table=users, match_info="user_id")
-    async def user_timeline(web: Any, request: Any, user_id: str) -> Any:
-        state = row_of(user_id)
-        if state is None:
-            return unknown(web, user_id)
+    @user_page("timeline")
+    async def user_timeline(web: Any, user_id: str, state: UserState) -> Any:
         body = await asyncio.get_running_loop().run_in_executor(None, timeline, checkpoint, user_id, state)
         return web.json(body)
 
@@ -116,10 +123,6 @@ def add_views(
         return web.html(DASHBOARD.read_text())
 
 
-def unknown(web: Any, user_id: str) -> Any:
-    return web.json({"error": f"no events for user {user_id!r}"}, status=404)
-
-
 def ranked(distribution: dict[str, float]) -> list[dict[str, object]]:
     return [
         {"category_id": c, "probability": round(p, 6)} for c, p in sorted(distribution.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -153,29 +156,25 @@ def timeline(checkpoint: Checkpoint, user_id: str, state: UserState) -> dict[str
 
 
 def snapshot(registry: CollectorRegistry) -> dict[str, object]:
-    """Totals and latency quantiles (from the histogram buckets) for the dashboard's sparklines."""
+    """Totals and latency quantiles (from the histogram buckets) for the dashboard's sparklines:
+    one pass over the registry (a collection asks every collector, the lag's included)."""
+    samples = [sample for family in registry.collect() for sample in family.samples]
 
     def total(name: str, **labels: str) -> float:
-        return registry.get_sample_value(name, labels) or 0.0
+        return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
-    def quantile(histogram: str, q: float) -> float | None:
-        buckets = []
-        for family in registry.collect():
-            if family.name == histogram:
-                buckets = [(float(s.labels["le"]), s.value) for s in family.samples if s.name.endswith("_bucket")]
+    buckets = [(float(s.labels["le"]), s.value) for s in samples if s.name == "shiftwatch_ingest_to_publish_seconds_bucket"]
+
+    def quantile(q: float) -> float | None:
         count = buckets[-1][1] if buckets else 0.0
-        if not count:
-            return None
-        return next(bound for bound, seen in buckets if seen >= q * count)
+        return next(bound for bound, seen in buckets if seen >= q * count) if count else None
 
     return {
         "time": time.time(),
         "accepted": total("shiftwatch_events_total", outcome="accepted"),
         "updates": total("shiftwatch_updates_published_total"),
         "shifts": total("shiftwatch_shifts_published_total"),
-        "dead_letters": sum(
-            s.value for f in registry.collect() if f.name == "shiftwatch_dead_letters" for s in f.samples if s.name.endswith("_total")
-        ),
-        "latency_p50_s": quantile("shiftwatch_ingest_to_publish_seconds", 0.5),
-        "latency_p99_s": quantile("shiftwatch_ingest_to_publish_seconds", 0.99),
+        "dead_letters": total("shiftwatch_dead_letters_total"),
+        "latency_p50_s": quantile(0.5),
+        "latency_p99_s": quantile(0.99),
     }
