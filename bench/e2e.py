@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from model.data import EventLog
 from stream.broker import EmbeddedBroker
 from stream.kafka import create_topics
-from stream.replay import messages, replay
+from stream.replay import replay
 from stream.worker import WorkerProcess
 from topics.specs import EVENTS, PARTITIONS, UPDATES
 

@@ -12,31 +12,27 @@ redelivery is recognised by offset) or it is redelivered and processed as new.
 
 Messages go straight to the producer, not through Faust's ``topic.send`` or table assignment:
 inside an agent ``topic.send`` attaches the message to the offset and publishes it at the
-next commit (seconds of latency), a table assignment's changelog message may still sit in
-Faust's buffer when the offsets are committed (its flush gives up after 0.1 s), and that
-buffer sends one message at a time."""
+next commit (seconds of latency), and rows are written by :func:`stream.durable.write_rows`
+(a table assignment's changelog message may still sit in Faust's buffer when the offsets
+are committed)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
-import weakref
-from collections.abc import Awaitable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import faust
-import faust.streams
 from faust.types import EventT
-from faust.sensors.prometheus import setup_prometheus_sensors
-from prometheus_client import CollectorRegistry
 
 from model.checkpoint import load_checkpoint
 from model.detector import load_detector
 from model.vocab import OOV_ID
 from stream.pipeline import Admitted, Ignored, InterestPipeline, Refused
-from stream.recovery import QueueSafeTableManager, SnapshotConsumer
+from stream.durable import current_event, write_rows
+from stream.faustapp import new_app
 from stream.live import ShiftFeed
 from stream.metrics import WorkerMetrics
 from stream.settings import Settings
@@ -52,25 +48,10 @@ def create_app(settings: Settings) -> faust.App:
     checkpoint = load_checkpoint(settings.checkpoint)
     detector = load_detector(settings.checkpoint)
     pipeline = InterestPipeline(checkpoint, settings, detector)
-    app = faust.App(
-        settings.app_id,
-        broker=settings.kafka_url,
-        store=settings.store,
-        datadir=str(settings.data_dir),
-        topic_partitions=PARTITIONS,
-        topic_replication_factor=1,
-        consumer_auto_offset_reset="earliest",
-        web_port=settings.web_port,
-        web_host="127.0.0.1",
-        broker_session_timeout=30,
-        broker_heartbeat_interval=3,
-        stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
-        table_cleanup_interval=3600,
-        TableManager=QueueSafeTableManager,
-    )
-    app.transport.Consumer = SnapshotConsumer  # the class Faust's transport builds its consumer from
-    registry = CollectorRegistry()
-    setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="faust")  # serves /metrics
+    app, registry = new_app(
+        settings, settings.app_id, settings.data_dir,
+        stream_buffer_maxsize=max(4096, 2 * settings.batch_size), table_cleanup_interval=3600,
+    )  # fmt: skip
     processed: dict[tuple[str, int], int] = {}  # the last input offset processed, by partition
 
     def lags() -> dict[tuple[str, int], int]:
@@ -172,16 +153,7 @@ def create_app(settings: Settings) -> faust.App:
         for a, arrived in zip(admitted, ingested):
             metrics.event_to_publish.observe(max(0.0, published - a.ts / 1000))
             metrics.ingest_to_publish.observe(max(0.0, published - arrived))
-        changelog = users.changelog_topic.get_topic_name()
-        rows = []
-        for key, (event, state) in changed.items():
-            row = state.to_json()
-            with current_event(event):
-                users.data[key] = row
-            partition = event.message.partition  # the changelog is co-partitioned with the input
-            rows.append(await app.producer.send(changelog, key, row, partition=partition, timestamp=None, headers=None))
-        for written in await asyncio.gather(*rows):  # where a restart with this RocksDB resumes reading
-            users.data.set_persisted_offset(written.topic_partition, written.offset)
+        await write_rows(app, users, [(event, key, state.to_json()) for key, (event, state) in changed.items()])
 
     @app.agent(events_topic)
     async def interest(stream: faust.StreamT) -> None:
@@ -194,13 +166,3 @@ def create_app(settings: Settings) -> faust.App:
 
 def dump(record: dict[str, object]) -> bytes:
     return json.dumps(record, separators=(",", ":")).encode()
-
-
-@contextmanager
-def current_event(event: EventT) -> Iterator[None]:
-    """Make ``event`` Faust's current event: a table store takes a key's partition from it."""
-    token = faust.streams._current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        faust.streams._current_event.reset(token)

@@ -359,6 +359,26 @@ def _triggers(args: argparse.Namespace) -> int:
     return _run(create_triggers_app(Settings.from_env(), rules), args.loglevel)
 
 
+def _add_demand(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demand",
+        help="run the inventory-demand service: interest.shifts -> windows per category -> inventory.category-demand",
+        description="Count, per category and event-time window (tumbling and hopping), the users shifting in and out "
+        "and the probability mass gained and lost; publish each window to inventory.category-demand when it closes; "
+        "serve /demand/top-movers. Window sizes: SHIFTWATCH_DEMAND_* (docs/configuration.md); Kafka and state "
+        "settings as for the worker.",
+    )
+    parser.add_argument("--loglevel", default="warn", choices=LOGLEVELS)
+    parser.set_defaults(handler=_demand)
+
+
+def _demand(args: argparse.Namespace) -> int:
+    from stream.inventory import create_demand_app
+    from stream.settings import Settings
+
+    return _run(create_demand_app(Settings.from_env()), args.loglevel)
+
+
 def _add_replay(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("replay", help="produce an event log into clickstream.events in event-time order")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="(default: %(default)s)")
@@ -415,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_topics(subparsers)
     _add_worker(subparsers)
     _add_triggers(subparsers)
+    _add_demand(subparsers)
     _add_replay(subparsers)
     _add_demo(subparsers)
     return parser

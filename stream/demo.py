@@ -2,8 +2,11 @@
 
 Starts Apache Kafka (unless ``KAFKA_BOOTSTRAP`` is set), creates the topics, trains a
 small model when no checkpoint exists and tunes its shift detector when it has none,
-starts a worker process, replays the Taobao sample into the input topic, prints a live
-feed of interest shifts, then stops everything.
+starts a worker and the two downstream services (``shiftwatch triggers`` with
+``deploy/triggers.toml``, ``shiftwatch demand``), replays the Taobao sample into the input
+topic, prints a live feed of interest shifts, ends with a summary (the categories that
+gained and lost most interest, the triggers fired, the demand windows published), then
+stops everything.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 import os
 import shutil
 import time
+import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -31,6 +35,7 @@ class DemoConfig:
     data: Path = Path("data/taobao/UserBehavior_head_84475rows.csv.gz")
     checkpoint: Path = Path("checkpoints/taobao")
     state_dir: Path = Path(".shiftwatch/demo")
+    rules: Path = Path("deploy/triggers.toml")
     train_minutes: float = 1.0
     tuning_histories: int = 100  # spliced histories (and controls) to tune a missing detector on
     timeout_s: float = 600.0
@@ -119,6 +124,56 @@ async def follow(bootstrap: str, expected: int, config: DemoConfig, worker: Work
     return counts
 
 
+def service_stats(service: WorkerProcess, path: str) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{service.web_port}{path}", timeout=5) as response:
+        return json.loads(response.read())
+
+
+def wait_for_shifts(services: dict[str, WorkerProcess], shifts: int, timeout_s: float = 120.0) -> dict[str, dict]:
+    """The stats of each downstream service once it has read all ``shifts``."""
+    deadline = time.monotonic() + timeout_s
+    paths = {"triggers": "/triggers/stats", "demand": "/demand/stats"}
+    while True:
+        stats = {}
+        for name, service in services.items():
+            if service.exited():
+                raise RuntimeError(f"shiftwatch {name} exited with {service.process.returncode}; see {service.log}")  # type: ignore[union-attr]
+            try:
+                stats[name] = service_stats(service, paths[name])
+            except OSError:
+                stats[name] = {}
+        read = {name: s.get("shifts", 0) for name, s in stats.items()}
+        if all(n >= shifts for n in read.values()):
+            return stats
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"downstream services read {read} of {shifts:,} shifts after {timeout_s:g} s")
+        time.sleep(0.5)
+
+
+def summary(services: dict[str, WorkerProcess], shifts: int, n: int = 5) -> str:
+    stats = wait_for_shifts(services, shifts)
+    movers = service_stats(services["demand"], f"/demand/top-movers?window=all&n={n}")
+
+    def lines(side: str) -> list[str]:
+        return [
+            f"    {m['category_id']:>8}  {m['net_mass']:+.2f} net mass ({m['users_in']} users shifted in, {m['users_out']} out)"
+            for m in movers[side]
+        ] or ["    (none)"]
+
+    triggers, demand = stats["triggers"], stats["demand"]
+    rules = ", ".join(f"{rule} {count:,}" for rule, count in triggers["fired"].items())
+    windows = ", ".join(f"{kind} {count:,}" for kind, count in demand["published"].items())
+    return "\n".join([
+        "summary of the replay",
+        f"  categories gaining interest (top {n}, over all shifts):", *lines("rising"),
+        f"  categories losing interest (top {n}):", *lines("falling"),
+        f"  marketing triggers fired: {sum(triggers['fired'].values()):,} ({rules}) -> marketing.triggers",
+        f"  demand windows closed: {windows} -> inventory.category-demand "
+        f"({demand['open_windows']:,} still open: their event time has not passed; "
+        f"{sum(demand['late'].values()):,} window counts of shifts that came after their window closed)",
+    ])  # fmt: skip
+
+
 def run_demo(config: DemoConfig = DemoConfig()) -> int:
     shutil.rmtree(config.state_dir, ignore_errors=True)
     config.state_dir.mkdir(parents=True)
@@ -128,18 +183,30 @@ def run_demo(config: DemoConfig = DemoConfig()) -> int:
     ensure_detector(config, log)
     external = os.environ.get("KAFKA_BOOTSTRAP")
     broker = None if external else EmbeddedBroker(config.state_dir / "broker")
-    worker: WorkerProcess | None = None
+    processes: list[WorkerProcess] = []
     try:
         bootstrap = external or broker.start()  # type: ignore[union-attr]
         print(f"kafka: {bootstrap} ({'external' if external else 'embedded Apache Kafka, pid %s' % broker.pid})")  # type: ignore[union-attr]
         for name, outcome in asyncio.run(create_topics(bootstrap)).items():
             print(f"topic {name}: {outcome}")
-        worker = WorkerProcess(
-            config.state_dir / "worker.log", kafka_bootstrap=bootstrap, app_id=f"shiftwatch-demo-{int(time.time())}",
-            checkpoint=config.checkpoint, data_dir=config.state_dir / "worker",
-        ).start()  # fmt: skip
+        app_id = f"shiftwatch-demo-{int(time.time())}"
+
+        def start(name: str, command: tuple[str, ...]) -> WorkerProcess:
+            process = WorkerProcess(
+                config.state_dir / f"{name}.log", command=command, kafka_bootstrap=bootstrap, app_id=app_id,
+                checkpoint=config.checkpoint, data_dir=config.state_dir / name,
+            ).start()  # fmt: skip
+            processes.append(process)
+            return process
+
+        worker = start("worker", ("worker",))
+        downstream = {"triggers": start("triggers", ("triggers", "--rules", str(config.rules))), "demand": start("demand", ("demand",))}
         web = f"http://127.0.0.1:{worker.web_port}"
         print(f"worker: pid {worker.process.pid}; live dashboard at {web}/dashboard, metrics at {web}/metrics")  # type: ignore[union-attr]
+        print(
+            f"downstream: shiftwatch triggers ({config.rules}), shiftwatch demand "
+            f"(top movers at http://127.0.0.1:{downstream['demand'].web_port}/demand/top-movers)"
+        )
         print("replaying the sample; live feed of interest shifts (at most a few lines a second):")
 
         async def replay_and_follow() -> dict[str, int]:
@@ -152,9 +219,10 @@ def run_demo(config: DemoConfig = DemoConfig()) -> int:
             f"done: {counts['updates']:,} interest updates, {counts['shifts']:,} interest shifts, "
             f"{counts['dead_letters']:,} dead letters, in {counts['seconds']} s"
         )
+        print(summary(downstream, counts["shifts"]))
         return 0
     finally:
-        if worker is not None:
-            worker.stop()
+        for process in processes:
+            process.stop()
         if broker is not None:
             broker.stop()

@@ -42,6 +42,10 @@ class Settings:
     max_string_length: int = setting(256, "Longest id accepted in an input event.")
     cache_mb: int = setting(256, "Byte budget of the engine's KV cache, MiB.")
     state_cache_users: int = setting(20_000, "Users whose table rows are kept deserialised in memory (least recently used first out).")
+    demand_tumbling_s: float = setting(86400.0, "`shiftwatch demand`: size of the tumbling windows, seconds of event time.")
+    demand_hopping_s: float = setting(604800.0, "`shiftwatch demand`: size of the hopping windows, seconds of event time.")
+    demand_hop_s: float = setting(86400.0, "`shiftwatch demand`: step between hopping windows, seconds (a divisor of their size).")
+    demand_grace_s: float = setting(3600.0, "`shiftwatch demand`: a window closes (and is published) when its partition's event time passes its end by this much; later shifts for it are counted as late.")
     web_port: int = setting(
         6066,
         "Port of the worker's web server: /metrics (Prometheus), /healthz, /readyz, /users/{id}/interests, "

@@ -96,6 +96,28 @@ class MarketingTrigger(faust.Record, serializer="json", include_metadata=False):
     model_version: str
 
 
+class CategoryDemand(faust.Record, serializer="json", include_metadata=False):
+    """A closed event-time window of one category's demand signal.
+
+    ``users_in``/``users_out``: shifts into and out of the category in the window (one user
+    each); ``mass_gained``/``mass_lost``: the probability mass those shifts moved;
+    ``net_mass`` = gained - lost. ``window`` is ``tumbling`` or ``hopping``; ``window_start``
+    and ``window_end`` (exclusive) are event time in epoch milliseconds. ``demand_id`` is
+    ``<window>:<category>:<window_start>``, the same when a window is published again.
+    """
+
+    demand_id: str
+    category_id: str
+    window: str
+    window_start: int
+    window_end: int
+    users_in: int
+    users_out: int
+    mass_gained: float
+    mass_lost: float
+    net_mass: float
+
+
 class DeadLetter(faust.Record, serializer="json", include_metadata=False):
     """An input message the worker refused: why, where it came from, and its exact bytes."""
 

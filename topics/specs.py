@@ -11,7 +11,7 @@ from typing import Literal
 
 import faust
 
-from topics.records import ClickEvent, DeadLetter, InterestShift, InterestUpdate, MarketingTrigger
+from topics.records import CategoryDemand, ClickEvent, DeadLetter, InterestShift, InterestUpdate, MarketingTrigger
 
 PARTITIONS = 4
 DAY_MS = 24 * 3600 * 1000
@@ -87,7 +87,17 @@ TRIGGERS = TopicSpec(
     description="Marketing actions due: a rule of `shiftwatch triggers` matched a user's shift.",
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (EVENTS, UPDATES, SHIFTS, INVALID, TRIGGERS)
-OUTPUT_TOPICS: tuple[TopicSpec, ...] = (UPDATES, SHIFTS, INVALID, TRIGGERS)
+DEMAND = TopicSpec(
+    name="inventory.category-demand",
+    partitions=PARTITIONS,
+    key="category_id (UTF-8)",
+    value=CategoryDemand,
+    cleanup_policy="delete",
+    retention_ms=90 * DAY_MS,
+    description="Per category and closed event-time window (tumbling and hopping): users shifting in and out, mass gained and lost.",
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (EVENTS, UPDATES, SHIFTS, INVALID, TRIGGERS, DEMAND)
+OUTPUT_TOPICS: tuple[TopicSpec, ...] = (UPDATES, SHIFTS, INVALID, TRIGGERS, DEMAND)
 
 INPUT_SCHEMA = ClickEvent  # what producers send on EVENTS (ts may also be an ISO 8601 string)

@@ -17,7 +17,7 @@ from model.detector import ShiftDetector, save_detector
 from stream.broker import EmbeddedBroker
 from stream.kafka import create_topics, wait_until_ready
 from stream.worker import WorkerProcess
-from tests.stream.helpers import SMALL_MODEL_DETECTOR, small_checkpoint, taobao_users
+from tests.stream.helpers import SMALL_MODEL_DETECTOR, offline_shifts, raw_messages, small_checkpoint, taobao_users
 from topics.specs import ALL_TOPICS
 
 
@@ -72,6 +72,12 @@ def stream_checkpoint(stream_log, tmp_path_factory: pytest.TempPathFactory):
     save_checkpoint(checkpoint, directory)
     save_detector(ShiftDetector(SMALL_MODEL_DETECTOR), directory, {"tuned_on": "nothing: the tests' setting"})
     return checkpoint, directory
+
+
+@pytest.fixture(scope="session")
+def stream_shifts(stream_log, stream_checkpoint) -> dict[str, dict]:
+    """The shifts a crash-free run over :func:`stream_log` raises, by shift id (no Kafka)."""
+    return offline_shifts(stream_checkpoint[0], raw_messages(stream_log))
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""The deployment files agree with the code: the Grafana dashboard asks only for metrics a
-worker exposes, and Prometheus scrapes the worker's default port."""
+"""The deployment files agree with the code: the Grafana dashboard asks only for metrics the
+worker and the downstream services expose, and Prometheus scrapes the worker's default port."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from model.engine import IncrementalEngine, InMemoryHistory
+from stream.downstream import StatsCollector
+from stream.inventory import HELP as DEMAND_HELP
 from stream.metrics import WorkerMetrics
 from stream.settings import Settings
+from stream.triggers import HELP as TRIGGERS_HELP
 from tests.stream.helpers import small_checkpoint, taobao_users
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -25,6 +28,9 @@ def exposed_names() -> set[str]:
     metrics.events.labels("accepted").inc()
     metrics.dead_letters.labels("not_json").inc()
     metrics.count_shift({"from_categories": [{"category_id": "c1"}], "to_categories": [{"category_id": "c2"}]})
+    registry.register(StatsCollector("triggers", {"shifts": 1, "unreadable": 0, "fired": {"r": 1}}, TRIGGERS_HELP, {"fired": "rule"}))
+    demand = {"shifts": 1, "unreadable": 0, "moves": 2, "duplicate_moves": 0, "redelivered_moves": 0, "late": {"tumbling": 0}, "published": {"tumbling": 1}}
+    registry.register(StatsCollector("demand", demand, DEMAND_HELP, {"late": "window", "published": "window"}))
     return {sample.name for family in registry.collect() for sample in family.samples}
 
 

@@ -12,7 +12,7 @@ import pytest
 from stream.cli import main
 from stream.rules import HOUR_MS, RuleError, parse_rules, trigger_id
 from tests.stream.conftest import consume, produce
-from tests.stream.helpers import offline_shifts, raw_messages
+from tests.stream.helpers import raw_messages
 from topics.client import DecodeError, OutputConsumer, decode
 from topics.records import InterestShift, MarketingTrigger
 from topics.specs import EVENTS, SHIFTS, TRIGGERS
@@ -70,10 +70,9 @@ def expected_triggers(shifts: list[dict], target: str, cooldown_hours: float) ->
 
 
 @pytest.mark.kafka
-def test_triggers_from_a_replayed_history_match_the_rules(kafka_bootstrap, worker_factory, stream_log, stream_checkpoint, tmp_path) -> None:
-    checkpoint, _ = stream_checkpoint
+def test_triggers_from_a_replayed_history_match_the_rules(kafka_bootstrap, worker_factory, stream_log, stream_shifts, tmp_path) -> None:
     stream = raw_messages(stream_log)
-    shifts = list(offline_shifts(checkpoint, stream).values())
+    shifts = list(stream_shifts.values())
     target = Counter(s["to_categories"][0]["category_id"] for s in shifts).most_common(1)[0][0]
     rules = tmp_path / "rules.toml"
     rules.write_text(

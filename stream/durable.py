@@ -1,0 +1,79 @@
+"""Table writes that are on Kafka before the input that caused them is acknowledged.
+
+Faust sends a table assignment's changelog message from a buffer that may still hold it
+when the input offsets are committed (its flush gives up after 0.1 s); after a crash the
+table recovered from the changelog misses the write while its input is not redelivered.
+ShiftWatch's agents therefore process a batch, wait until Kafka has its outputs, then write
+the batch's rows with :func:`write_rows` (store and changelog, waiting for the changelog),
+and only then let Faust acknowledge the batch. A crash anywhere before that redelivers the
+batch, so every service must recognise work it already did (by event id, offset or output id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import faust
+import faust.streams
+from faust.types import EventT
+
+
+@contextmanager
+def current_event(event: EventT) -> Iterator[None]:
+    """Make ``event`` Faust's current event: a table store takes a key's partition from it."""
+    token = faust.streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust.streams._current_event.reset(token)
+
+
+async def write_rows(app: faust.App, table: faust.Table, rows: Iterable[tuple[EventT, Any, Any]]) -> None:
+    """Write ``(event, key, value)`` rows (``None`` deletes) to the store and the changelog, in
+    the partition of the event that caused them (tables are co-partitioned with their input),
+    and wait until Kafka has every changelog message."""
+    changelog = table.changelog_topic.get_topic_name()
+    serializers = app.serializers
+    sent = []
+    for event, key, value in rows:
+        with current_event(event):
+            if value is None:
+                table.data.pop(key, None)
+            else:
+                table.data[key] = value
+        raw_key = serializers.dumps_key(table.key_type, key, serializer=table.key_serializer)
+        raw_value = None if value is None else serializers.dumps_value(table.value_type, value, serializer=table.value_serializer)
+        sent.append(await app.producer.send(changelog, raw_key, raw_value, partition=event.message.partition, timestamp=None, headers=None))
+    for written in await asyncio.gather(*sent):  # where a restart with this store resumes reading the changelog
+        table.data.set_persisted_offset(written.topic_partition, written.offset)
+
+
+class PendingRows:
+    """The rows a batch changed: read back while the batch runs, written at its end."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, Any], tuple[faust.Table, EventT, Any]] = {}
+
+    def get(self, table: faust.Table, event: EventT, key: Any) -> Any:
+        pending = self._rows.get((table.name, key))
+        if pending is not None:
+            return pending[2]
+        with current_event(event):
+            return table.get(key)
+
+    def set(self, table: faust.Table, event: EventT, key: Any, value: Any) -> None:
+        """``value=None`` deletes the row."""
+        self._rows[(table.name, key)] = (table, event, value)
+
+    async def write(self, app: faust.App) -> None:
+        by_table: dict[str, list[tuple[EventT, Any, Any]]] = {}
+        tables = {}
+        for (name, key), (table, event, value) in self._rows.items():
+            tables[name] = table
+            by_table.setdefault(name, []).append((event, key, value))
+        await asyncio.gather(*(write_rows(app, tables[name], rows) for name, rows in by_table.items()))
+        self._rows.clear()
