@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser test demo bench-beauty bench-engine bench-e2e eval-taobao detect-eval clean
+.PHONY: install system test demo bench-beauty bench-engine bench-e2e eval-taobao detect-eval clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,11 +12,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP) browser
+install: $(STAMP) system
 
-# Debian's Chromium and ChromeDriver for the dashboard's browser test (no-op once installed).
-browser:
-	sh deploy/setup-browser.sh
+# Debian's chromium, chromium-driver and docker-compose for the tests (no-op once installed).
+system:
+	sh deploy/setup-system.sh
 
 test: install
 	$(BIN)/pytest -q

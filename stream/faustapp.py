@@ -27,7 +27,7 @@ def new_app(settings: Settings, app_id: str, datadir: Path, **options: Any) -> t
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
         web_port=settings.web_port,
-        web_host="127.0.0.1",
+        web_host=settings.web_host,
         broker_session_timeout=30,
         broker_heartbeat_interval=3,
         TableManager=QueueSafeTableManager,

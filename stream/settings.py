@@ -46,6 +46,11 @@ class Settings:
     demand_hopping_s: float = setting(604800.0, "`shiftwatch demand`: size of the hopping windows, seconds of event time.")
     demand_hop_s: float = setting(86400.0, "`shiftwatch demand`: step between hopping windows, seconds (a divisor of their size).")
     demand_grace_s: float = setting(3600.0, "`shiftwatch demand`: a window closes (and is published) when its partition's event time passes its end by this much; later shifts for it are counted as late.")
+    web_host: str = setting(
+        "127.0.0.1",
+        "Host name other workers and clients reach this process's web server by (Faust's canonical URL, used to "
+        "forward table queries to the owning worker); the server listens on every interface.",
+    )
     web_port: int = setting(
         6066,
         "Port of the worker's web server: /metrics (Prometheus), /healthz, /readyz, /users/{id}/interests, "

@@ -29,7 +29,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 @pytest.fixture
 def browser(tmp_path: Path):
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail("Debian's chromium and chromium-driver are missing: `make install` installs them (deploy/setup-browser.sh)")
+        pytest.fail("Debian's chromium and chromium-driver are missing: `make install` installs them (deploy/setup-system.sh)")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in (

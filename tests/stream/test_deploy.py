@@ -1,11 +1,17 @@
 """The deployment files agree with the code: the Grafana dashboard asks only for metrics the
-worker and the downstream services expose, and Prometheus scrapes the worker's default port."""
+worker and the downstream services expose, Prometheus scrapes the worker's default port, and
+docker-compose.yml validates with a compose CLI (no Docker engine needed) and runs what the
+project runs."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from prometheus_client import CollectorRegistry
 
@@ -13,11 +19,13 @@ from model.engine import IncrementalEngine, InMemoryHistory
 from stream.downstream import StatsCollector
 from stream.inventory import HELP as DEMAND_HELP
 from stream.metrics import WorkerMetrics
+from stream.broker import KAFKA_VERSION
 from stream.settings import Settings
 from stream.triggers import HELP as TRIGGERS_HELP
 from tests.stream.helpers import small_checkpoint, taobao_users
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
 
 
 def exposed_names() -> set[str]:
@@ -62,3 +70,39 @@ def test_shift_flows_keep_label_values_bounded() -> None:
     }
     assert flows == {("a", "b"): 1, ("a", "other"): 1, ("other", "other"): 1, ("none", "b"): 1}
     assert registry.get_sample_value("shiftwatch_shifts_published_total") == 4
+
+
+def compose(*args: str) -> str:
+    """``docker compose`` (the plugin) or Debian's ``docker-compose``: both validate without an engine."""
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        command = ["docker", "compose"]
+    elif shutil.which("docker-compose"):
+        command = ["docker-compose"]
+    else:
+        pytest.fail("no compose CLI: `make install` installs Debian's docker-compose (deploy/setup-system.sh)")
+    done = subprocess.run([*command, "--profile", "replay", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_compose_file_validates_and_runs_the_whole_service() -> None:
+    services = set(compose("config", "--services").split())
+    assert services == {"kafka", "topic-init", "worker-1", "worker-2", "triggers", "demand", "replay", "prometheus", "grafana"}
+    config = compose("config")
+    assert f"image: apache/kafka:{KAFKA_VERSION}" in config, "the same Kafka as the embedded broker"
+    assert "service_completed_successfully" in config and "profiles:" in config
+    mounts = re.findall(rf"(?:source: |^\s+- )({re.escape(str(ROOT))}[^:\s]*)", config, flags=re.M)  # long or short syntax
+    assert len(mounts) >= 4
+    for source in mounts:  # every bind mount is a file of the repository (checkpoints: trained first)
+        assert Path(source).exists() or Path(source) == ROOT / "checkpoints", source
+    scraped = set(re.findall(r"([a-z0-9-]+):6066", (DEPLOY / "compose" / "prometheus.yml").read_text()))
+    assert scraped == {"worker-1", "worker-2", "triggers", "demand"}
+
+
+def test_the_image_pins_the_project_torch_and_copies_what_exists() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    torch_pin = re.search(r'"(torch==[^"]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
+    assert torch_pin in dockerfile
+    for source in re.findall(r"^COPY (.+) \S+$", dockerfile, flags=re.M):
+        for path in source.split():
+            assert (ROOT / path).exists(), path
