@@ -19,6 +19,7 @@ are committed)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import Awaitable, Sequence
@@ -39,7 +40,7 @@ from stream.settings import Settings
 from stream.state import StateCache, UserState
 from stream.views import add_views
 from topics.records import DeadLetter
-from topics.specs import EVENTS, INVALID, PARTITIONS, SHIFTS, UPDATES
+from topics.specs import EVENTS, FORGET, INVALID, PARTITIONS, SHIFTS, UPDATES
 
 FLOW_CATEGORIES = 20  # categories with their own label value in shiftwatch_shift_flows_total
 
@@ -80,9 +81,12 @@ def create_app(settings: Settings) -> faust.App:
         top_categories,
     )  # fmt: skip
     # Raw bytes in: the pipeline parses and validates them, and dead-letters them verbatim.
+    # Forget requests share the agent (and its partitions: both keyed by user), so an erasure
+    # is ordered with the user's events and no batch in flight writes the row back.
     events_topic = app.topic(
-        EVENTS.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=PARTITIONS
-    )
+        EVENTS.name, FORGET.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+        partitions=PARTITIONS,
+    )  # fmt: skip
     users = app.Table("users", partitions=PARTITIONS, key_type=bytes, value_type=bytes, help="user state rows (JSON)")
     # The table stays the truth; any rebalance may move users away and back, so the cache of
     # deserialised rows is dropped on every one.
@@ -101,7 +105,7 @@ def create_app(settings: Settings) -> faust.App:
             states.put(key, state)
         return state
 
-    async def send(topic: str, user_id: str | None, value: bytes) -> Awaitable[Any]:
+    async def send(topic: str, user_id: str | None, value: bytes | None) -> Awaitable[Any]:
         """Hand a message to the producer, keyed by user; returns its delivery future."""
         key = user_id.encode() if user_id is not None else None
         return await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
@@ -114,9 +118,10 @@ def create_app(settings: Settings) -> faust.App:
         changed: dict[bytes, tuple[EventT, UserState]] = {}
         for event in batch:  # no await in this loop: a rebalance may not clear the states mid-batch
             message = event.message
-            key = message.key if isinstance(message.key, bytes) else None
+            raw_key = message.key if isinstance(message.key, bytes) else None
+            key = pipeline.row_key(raw_key) if raw_key is not None else None
             state = load(event, key) if key is not None else UserState.empty()
-            outcome = pipeline.admit(message.value or b"", key, message.partition, message.offset, state, now_ms)
+            outcome = pipeline.admit(message.value or b"", raw_key, message.partition, message.offset, state, now_ms)
             processed[(message.topic, message.partition)] = message.offset
             if isinstance(outcome, Refused):
                 reason = outcome.dead_letter.reason
@@ -155,12 +160,42 @@ def create_app(settings: Settings) -> faust.App:
             metrics.ingest_to_publish.observe(max(0.0, published - arrived))
         await write_rows(app, users, [(event, key, state.to_json()) for key, (event, state) in changed.items()])
 
+    async def erase(event: EventT) -> None:
+        """A forget request: the user's row, cached state and engine cache go, and a tombstone
+        replaces their last update on the compacted ``interest.updates``."""
+        message = event.message
+        if not isinstance(message.key, bytes) or not message.key:
+            letter = DeadLetter(
+                reason="forget_without_key", detail="forget requests must be keyed by the user id", source_topic=FORGET.name,
+                source_partition=message.partition, source_offset=message.offset, original_base64=base64.b64encode(message.value or b"").decode(),
+            )  # fmt: skip
+            metrics.dead_letters.labels(letter.reason).inc()
+            await (await send(INVALID.name, None, letter.dumps()))
+            return
+        key = pipeline.row_key(message.key)
+        user_id = key.decode()
+        states.drop(key)
+        pipeline.forget(user_id)
+        feed.forget(user_id)
+        await (await send(UPDATES.name, user_id, None))
+        await write_rows(app, users, [(event, key, None)])
+        processed[(message.topic, message.partition)] = message.offset
+        metrics.forgotten.inc()
+
     @app.agent(events_topic)
     async def interest(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            await process(batch)
+            start = 0
+            for i, event in enumerate(batch):
+                if event.message.topic == FORGET.name:
+                    if start < i:
+                        await process(batch[start:i])
+                    await erase(event)
+                    start = i + 1
+            if start < len(batch):
+                await process(batch[start:])
 
-    add_views(app, users, checkpoint, feed, registry, calibrated)
+    add_views(app, users, checkpoint, feed, registry, calibrated, pipeline.pseudonyms)
     return app
 
 

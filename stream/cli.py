@@ -379,6 +379,30 @@ def _demand(args: argparse.Namespace) -> int:
     return _run(create_demand_app(Settings.from_env()), args.loglevel)
 
 
+def _add_forget(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "forget",
+        help="erase a user: their row, the worker's caches, and a tombstone on interest.updates",
+        description="Send a forget request for USER_ID (the raw id, as in the user's events) to privacy.forget-requests. "
+        "The worker that owns the user deletes their table row (a tombstone on its changelog), drops them from its "
+        "caches and publishes a tombstone for them on the compacted interest.updates; the triggers service deletes "
+        "their rate-limit row. Shifts already published age out with interest.shifts' retention.",
+    )
+    parser.add_argument("user_id")
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP or settings)")
+    parser.set_defaults(handler=_forget)
+
+
+def _forget(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from stream.kafka import send_forget_request
+
+    partition, offset = asyncio.run(send_forget_request(_bootstrap(args), args.user_id))
+    print(f"forget request for user {args.user_id!r} sent (partition {partition}, offset {offset})", file=sys.stderr)
+    return 0
+
+
 def _add_replay(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("replay", help="produce an event log into clickstream.events in event-time order")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="(default: %(default)s)")
@@ -436,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker(subparsers)
     _add_triggers(subparsers)
     _add_demand(subparsers)
+    _add_forget(subparsers)
     _add_replay(subparsers)
     _add_demo(subparsers)
     return parser

@@ -6,7 +6,7 @@ gained ``after - before`` and counts one user shifting in; each category in its
 :class:`Demand` sums those moves for one category over a window (a user who shifts into the
 same category twice in one window counts twice: each shift is a decision to act on).
 
->>> shift = {"shift_id": "s1", "user_id": "u1", "ts": 7_200_000,
+>>> shift = {"shift_id": "s1", "ts": 7_200_000,
 ...          "from_categories": [{"category_id": "shoes", "before": 0.625, "after": 0.125}],
 ...          "to_categories": [{"category_id": "tents", "before": 0.0, "after": 0.5}]}
 >>> [(move.category_id, move.direction, move.mass) for move in category_moves(shift)]
@@ -31,10 +31,9 @@ Direction = Literal["in", "out"]
 
 @dataclass(frozen=True)
 class CategoryMove:
-    """One category's part in one shift: the message ``shiftwatch demand`` keys by category."""
+    """One category's part in one shift: the message ``shiftwatch demand`` keys by category (no user id)."""
 
     shift_id: str
-    user_id: str
     category_id: str
     direction: Direction
     mass: float
@@ -79,7 +78,7 @@ def category_moves(shift: Mapping[str, Any]) -> list[CategoryMove]:
     for changes, direction in ((shift["from_categories"], "out"), (shift["to_categories"], "in")):
         for change in changes:
             mass = change["before"] - change["after"] if direction == "out" else change["after"] - change["before"]
-            moves.append(CategoryMove(shift["shift_id"], shift["user_id"], change["category_id"], direction, mass, shift["ts"]))
+            moves.append(CategoryMove(shift["shift_id"], change["category_id"], direction, mass, shift["ts"]))
     return moves
 
 

@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily
 from stream.faustapp import new_app
 from stream.settings import Settings
 from topics.records import DeadLetter, InterestShift
-from topics.specs import INVALID, SHIFTS
+from topics.specs import FORGET, INVALID, SHIFTS
 
 Stats = dict[str, Any]  # counter name -> count, or -> {label value -> count}
 
@@ -52,23 +52,28 @@ def downstream_app(settings: Settings, service: str, stats: Stats, help: Mapping
     return app
 
 
-def shifts_topic(app: faust.App) -> faust.TopicT:
-    return app.topic(SHIFTS.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+def shifts_topic(app: faust.App, *also: str) -> faust.TopicT:
+    """``interest.shifts`` as raw bytes (and ``also`` other topics keyed by user)."""
+    return app.topic(SHIFTS.name, *also, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
 
-async def shift_batches(app: faust.App, stream: faust.StreamT, settings: Settings, stats: Stats) -> AsyncIterator[list[tuple[EventT, dict]]]:
-    """The stream in batches of ``(event, shift)``; what is not a shift is dead-lettered and
-    counted in ``stats["unreadable"]``, the shifts in ``stats["shifts"]``."""
+async def shift_batches(app: faust.App, stream: faust.StreamT, settings: Settings, stats: Stats) -> AsyncIterator[list[tuple[EventT, dict | None]]]:
+    """The stream in batches of ``(event, shift)``, in order; ``(event, None)`` for a forget
+    request when the stream also reads ``privacy.forget-requests``. What is neither is
+    dead-lettered and counted in ``stats["unreadable"]``; the shifts in ``stats["shifts"]``."""
     async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-        shifts = []
+        items: list[tuple[EventT, dict | None]] = []
         for event in batch:
+            if event.message.topic == FORGET.name:
+                items.append((event, None))
+                continue
             shift = await read_shift(app, event.message)
             if shift is None:
                 stats["unreadable"] += 1
             else:
-                shifts.append((event, shift))
-        stats["shifts"] += len(shifts)
-        yield shifts
+                items.append((event, shift))
+                stats["shifts"] += 1
+        yield items
 
 
 async def read_shift(app: faust.App, message: Message) -> dict | None:

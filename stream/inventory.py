@@ -135,6 +135,8 @@ def create_demand_app(settings: Settings) -> faust.App:
             sent = []
             reached: dict[int, int] = {}  # shifts partition -> the latest shift time in this batch
             for event, shift in batch:
+                if shift is None:
+                    continue  # not subscribed to forget requests: the counts hold no user ids
                 source = event.message.partition
                 reached[source] = max(reached.get(source, shift["ts"]), shift["ts"])
                 for move in category_moves(shift):

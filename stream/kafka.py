@@ -1,14 +1,16 @@
-"""Small Kafka admin helpers: wait for a broker, create ShiftWatch's topics idempotently."""
+"""Small Kafka helpers: wait for a broker, create ShiftWatch's topics idempotently, send a forget request."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
-from topics.specs import ALL_TOPICS, TopicSpec
+from topics.records import ForgetRequest
+from topics.specs import ALL_TOPICS, FORGET, TopicSpec
 
 
 async def wait_until_ready(bootstrap: str, timeout: float = 60.0) -> None:
@@ -46,3 +48,15 @@ async def create_topics(bootstrap: str, specs: tuple[TopicSpec, ...] = ALL_TOPIC
         return outcome
     finally:
         await admin.close()
+
+
+async def send_forget_request(bootstrap: str, user_id: str) -> tuple[int, int]:
+    """Ask the worker owning ``user_id`` to erase them (keyed like their events); returns (partition, offset)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        request = ForgetRequest(user_id=user_id, requested_at=int(time.time() * 1000))
+        sent = await producer.send_and_wait(FORGET.name, key=user_id.encode(), value=request.dumps())
+        return sent.partition, sent.offset
+    finally:
+        await producer.stop()

@@ -40,6 +40,12 @@ class ShiftFeed:
                     queue.get_nowait()
                 queue.put_nowait(shift)
 
+    def forget(self, user_id: str) -> None:
+        """Drop a user's shifts from the recent ones (subscribers already have theirs)."""
+        kept = [shift for shift in self._recent if shift.get("user_id") != user_id]
+        self._recent.clear()
+        self._recent.extend(kept)
+
     def recent(self, limit: int) -> list[Record]:
         """Newest first."""
         return list(reversed(self._recent))[: max(0, limit)]

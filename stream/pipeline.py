@@ -25,6 +25,7 @@ from model.distribution import Distribution, from_model
 from model.engine import EventTokens, IncrementalEngine, UserEvent
 from model.events import StoredEvent
 from model.vocab import OOV_ID, TokenSequence, Tokenizer
+from stream.privacy import Pseudonymiser
 from stream.settings import Settings
 from stream.state import UserState
 from stream.validation import Rejection, validate
@@ -147,7 +148,17 @@ class InterestPipeline:
         self.detector = detector or ShiftDetector()
         self.categories_kept = max(settings.top_k, self.detector.settings.top_m)
         self._snapshots: dict[tuple[str, int], Admitted] = {}
-        self._last_published: dict[str, np.ndarray] = {}
+        self._last_published: dict[str, np.ndarray] = {}  # only with a publish threshold
+        self.pseudonyms = Pseudonymiser(settings.pseudonym_key.encode())
+
+    def row_key(self, message_key: bytes) -> bytes:
+        """The users-table key for a message key (the user id, pseudonymised when that is on)."""
+        return self.pseudonyms.row_key(message_key)
+
+    def forget(self, user_id: str) -> None:
+        """Drop what this process holds in memory about a user (``user_id`` as stored)."""
+        self.engine.forget(user_id)
+        self._last_published.pop(user_id, None)
 
     def admit(
         self, raw: bytes, key: bytes | None, partition: int, offset: int, state: UserState, now_ms: int
@@ -162,6 +173,12 @@ class InterestPipeline:
             found = "no message key" if key is None else f"message key {key[:40]!r}"
             wrong_key = Rejection("wrong_key", f"{found}; messages must be keyed by user id")
             return Refused(dead_letter(raw, wrong_key, partition, offset, ids))
+        if self.pseudonyms.enabled:
+            event = ClickEvent(
+                event_id=self.pseudonyms.event(event.event_id), user_id=self.pseudonyms.user(event.user_id),
+                item_id=event.item_id, category_id=event.category_id, event_type=event.event_type, ts=event.ts,
+            )  # fmt: skip
+            ids = {"user_id": event.user_id, "event_id": event.event_id}
         stored = StoredEvent(event.event_id, event.item_id, event.category_id, event.event_type, event.ts)
         outcome = state.accept(stored, self.keep, int(self.settings.lateness_s * 1000), (partition, offset))
         if outcome in ("duplicate", "redelivered"):
@@ -238,7 +255,8 @@ class InterestPipeline:
         previous = self._last_published.get(admitted.user_id)
         if threshold > 0 and previous is not None and 0.5 * np.abs(probs - previous).sum() <= threshold:
             return None
-        self._last_published[admitted.user_id] = probs
+        if threshold > 0:
+            self._last_published[admitted.user_id] = probs
         top = sorted(distribution.items(), key=lambda kv: (-kv[1], kv[0]))[: self.settings.top_k]
         return {
             "user_id": admitted.user_id,

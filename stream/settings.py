@@ -42,6 +42,11 @@ class Settings:
     max_string_length: int = setting(256, "Longest id accepted in an input event.")
     cache_mb: int = setting(256, "Byte budget of the engine's KV cache, MiB.")
     state_cache_users: int = setting(20_000, "Users whose table rows are kept deserialised in memory (least recently used first out).")
+    pseudonym_key: str = setting(
+        "",
+        "Secret for pseudonymous user ids: when set, user and event ids are replaced by an HMAC-SHA-256 under it "
+        "before anything is stored or published (stream/privacy.py). Empty: ids are kept as they come.",
+    )
     demand_tumbling_s: float = setting(86400.0, "`shiftwatch demand`: size of the tumbling windows, seconds of event time.")
     demand_hopping_s: float = setting(604800.0, "`shiftwatch demand`: size of the hopping windows, seconds of event time.")
     demand_hop_s: float = setting(86400.0, "`shiftwatch demand`: step between hopping windows, seconds (a divisor of their size).")

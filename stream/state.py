@@ -138,5 +138,8 @@ class StateCache:
         while len(self._states) > self.capacity:
             self._states.popitem(last=False)
 
+    def drop(self, key: bytes) -> None:
+        self._states.pop(key, None)
+
     def clear(self) -> None:
         self._states.clear()

@@ -3,7 +3,8 @@
 A Faust app of its own (consumer group ``<app id>-triggers``): it reads ``interest.shifts``,
 applies the rules (:mod:`stream.rules`) with each user's rate-limit state from the
 ``trigger_state`` table (changelog-backed, co-partitioned with the shifts: both are keyed by
-user), and publishes ``marketing.triggers``; a batch's rate-limit rows are written only after
+user), and publishes ``marketing.triggers``. It also reads ``privacy.forget-requests`` and
+deletes the user's row; a batch's rate-limit rows are written only after
 its triggers are on Kafka (:mod:`stream.durable`). Delivery is at-least-once: a shift
 processed twice yields its triggers under the same ids, which consumers deduplicate on. A message that
 is not a shift goes to the dead-letter topic (reason ``not_a_shift``, :mod:`stream.downstream`).
@@ -20,28 +21,35 @@ import faust
 
 from stream.durable import PendingRows
 from stream.downstream import Stats, downstream_app, shift_batches, shifts_topic
+from stream.privacy import Pseudonymiser
 from stream.rules import Rule, evaluate
 from stream.settings import Settings
-from topics.specs import PARTITIONS, TRIGGERS
+from topics.specs import FORGET, PARTITIONS, TRIGGERS
 
 HELP = {
     "shifts": "Interest shifts read",
     "unreadable": "Messages on interest.shifts that are not shifts (dead-lettered as not_a_shift)",
+    "forgotten": "Forget requests carried out (the user's rate-limit row deleted)",
     "fired": "Marketing triggers published, by rule",
 }
 
 
 def create_triggers_app(settings: Settings, rules: Sequence[Rule]) -> faust.App:
-    stats: Stats = {"shifts": 0, "unreadable": 0, "fired": {rule.name: 0 for rule in rules}}
+    stats: Stats = {"shifts": 0, "unreadable": 0, "forgotten": 0, "fired": {rule.name: 0 for rule in rules}}
+    pseudonyms = Pseudonymiser(settings.pseudonym_key.encode())
     app = downstream_app(settings, "triggers", stats, HELP, {"fired": "rule"})
     state = app.Table("trigger_state", partitions=PARTITIONS, key_type=bytes, value_type=bytes, help="user -> rule -> last trigger ts")
 
-    @app.agent(shifts_topic(app))
+    @app.agent(shifts_topic(app, FORGET.name))
     async def fire(stream: faust.StreamT) -> None:
         async for batch in shift_batches(app, stream, settings, stats):
             rows = PendingRows()
             sent = []
             for event, shift in batch:
+                if shift is None:  # a forget request, keyed by the raw user id
+                    rows.set(state, event, pseudonyms.row_key(event.message.key or b""), None)
+                    stats["forgotten"] += 1
+                    continue
                 key = str(shift["user_id"]).encode()
                 raw = rows.get(state, event, key)
                 fired: dict[str, int] = json.loads(raw) if raw else {}

@@ -31,6 +31,7 @@ from model.checkpoint import Checkpoint
 from model.data import UserSequence
 from model.detect_eval import model_distributions
 from stream.live import ShiftFeed
+from stream.privacy import Pseudonymiser
 from stream.state import UserState
 
 DASHBOARD = Path(__file__).with_name("dashboard.html")
@@ -39,7 +40,8 @@ TIMELINE_CATEGORIES = 5
 
 
 def add_views(
-    app: faust.App, users: Any, checkpoint: Checkpoint, feed: ShiftFeed, registry: CollectorRegistry, calibrated: str
+    app: faust.App, users: Any, checkpoint: Checkpoint, feed: ShiftFeed, registry: CollectorRegistry, calibrated: str,
+    pseudonyms: Pseudonymiser,
 ) -> None:
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
@@ -60,7 +62,9 @@ def add_views(
             @app.page(f"/users/{{user_id}}/{suffix}", name=f"user-{suffix}")
             @app.table_route(table=users, match_info="user_id")
             async def page(web: Any, request: Any, user_id: str) -> Any:
-                row = users.get(user_id.encode())
+                row = users.get(pseudonyms.row_key(user_id.encode()))
+                if not row and pseudonyms.enabled:  # asked by a pseudonym (the dashboard has no other id)
+                    row = users.get(user_id.encode())
                 if not row:
                     return web.json({"error": f"no events for user {user_id!r}"}, status=404)
                 return await answer(web, user_id, UserState.from_json(row))

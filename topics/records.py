@@ -118,6 +118,13 @@ class CategoryDemand(faust.Record, serializer="json", include_metadata=False):
     net_mass: float
 
 
+class ForgetRequest(faust.Record, serializer="json", include_metadata=False):
+    """Erase a user (``shiftwatch forget``): keyed by the raw user id, like their events."""
+
+    user_id: str
+    requested_at: int
+
+
 class DeadLetter(faust.Record, serializer="json", include_metadata=False):
     """An input message the worker refused: why, where it came from, and its exact bytes."""
 

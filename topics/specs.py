@@ -11,7 +11,7 @@ from typing import Literal
 
 import faust
 
-from topics.records import CategoryDemand, ClickEvent, DeadLetter, InterestShift, InterestUpdate, MarketingTrigger
+from topics.records import CategoryDemand, ClickEvent, DeadLetter, ForgetRequest, InterestShift, InterestUpdate, MarketingTrigger
 
 PARTITIONS = 4
 DAY_MS = 24 * 3600 * 1000
@@ -97,7 +97,17 @@ DEMAND = TopicSpec(
     description="Per category and closed event-time window (tumbling and hopping): users shifting in and out, mass gained and lost.",
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (EVENTS, UPDATES, SHIFTS, INVALID, TRIGGERS, DEMAND)
+FORGET = TopicSpec(
+    name="privacy.forget-requests",
+    partitions=PARTITIONS,
+    key="user_id (UTF-8, raw: the same partition as the user's events)",
+    value=ForgetRequest,
+    cleanup_policy="delete",
+    retention_ms=7 * DAY_MS,
+    description="Requests to erase a user (`shiftwatch forget`), read by the worker and the triggers service.",
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (EVENTS, FORGET, UPDATES, SHIFTS, INVALID, TRIGGERS, DEMAND)
 OUTPUT_TOPICS: tuple[TopicSpec, ...] = (UPDATES, SHIFTS, INVALID, TRIGGERS, DEMAND)
 
 INPUT_SCHEMA = ClickEvent  # what producers send on EVENTS (ts may also be an ISO 8601 string)

@@ -36,7 +36,7 @@ def exposed_names() -> set[str]:
     metrics.events.labels("accepted").inc()
     metrics.dead_letters.labels("not_json").inc()
     metrics.count_shift({"from_categories": [{"category_id": "c1"}], "to_categories": [{"category_id": "c2"}]})
-    registry.register(StatsCollector("triggers", {"shifts": 1, "unreadable": 0, "fired": {"r": 1}}, TRIGGERS_HELP, {"fired": "rule"}))
+    registry.register(StatsCollector("triggers", {"shifts": 1, "unreadable": 0, "forgotten": 0, "fired": {"r": 1}}, TRIGGERS_HELP, {"fired": "rule"}))
     demand = {"shifts": 1, "unreadable": 0, "moves": 2, "duplicate_moves": 0, "redelivered_moves": 0, "late": {"tumbling": 0}, "published": {"tumbling": 1}}
     registry.register(StatsCollector("demand", demand, DEMAND_HELP, {"late": "window", "published": "window"}))
     return {sample.name for family in registry.collect() for sample in family.samples}

@@ -1,0 +1,84 @@
+"""Privacy: pseudonymous ids before anything is stored, and ``shiftwatch forget`` on the real broker."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from stream.cli import main
+from stream.pipeline import InterestPipeline
+from stream.privacy import Pseudonymiser
+from stream.settings import Settings
+from tests.stream.conftest import consume, produce
+from tests.stream.helpers import event_value, raw_messages, run_pipeline
+from tests.stream.test_worker import get_json, scrape
+from topics.specs import EVENTS, UPDATES
+
+SECRET = "a-test-secret"
+
+
+def test_pseudonymised_outputs_and_rows_hold_no_raw_ids(stream_log, stream_checkpoint) -> None:
+    checkpoint, _ = stream_checkpoint
+    stream = raw_messages(stream_log)[:600]
+    plain = run_pipeline(InterestPipeline(checkpoint, Settings()), stream, batch_size=64)
+    hidden = run_pipeline(InterestPipeline(checkpoint, Settings(pseudonym_key=SECRET)), stream, batch_size=64)
+    raw_users = {key.decode() for key, _ in stream}
+    published = json.dumps([*hidden[0], *hidden[3]])
+    rows = " ".join(state.to_json().decode() for state in hidden[2].values())
+    for user in raw_users:
+        assert f'"{user}"' not in published and f'"{user}:' not in published, user  # user ids, and event ids built from them
+        assert f'"{user}:' not in rows, user
+    assert {u["user_id"][:2] for u in hidden[0]} == {"u-"} and {u["event_id"][:2] for u in hidden[0]} == {"e-"}
+    # the same interests, under other names
+    assert [u["top_categories"] for u in hidden[0]] == [u["top_categories"] for u in plain[0]]
+    assert len({u["user_id"] for u in hidden[0]}) == len(raw_users)
+
+
+def wait_until(check, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.3)
+
+
+@pytest.mark.kafka
+def test_forget_erases_a_user_everywhere_the_worker_keeps_them(kafka_bootstrap, worker_factory, stream_log, tmp_path) -> None:
+    alice = "alice-7f3c9"
+    hidden = Pseudonymiser(SECRET.encode()).user(alice).encode()
+    history = [
+        (alice.encode(), event_value(event_id=f"{alice}:{i}", user_id=alice, item_id=f"i{i}", category_id=str(c),
+                                     event_type="view", ts=1_511_600_000_000 + i * 60_000))
+        for i, c in enumerate([4756105, 4756105, 4145813, 4756105, 2355072])
+    ]  # fmt: skip
+    stream = raw_messages(stream_log.first_users(5)) + history
+    worker = worker_factory(pseudonym_key=SECRET).start()
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nname = "any"\n')
+    triggers = worker_factory(command=("triggers", "--rules", str(rules)), pseudonym_key=SECRET).start()
+    produce(kafka_bootstrap, EVENTS.name, stream)
+    updates = consume(kafka_bootstrap, UPDATES.name, len(stream), worker=worker)
+    assert len(updates) == len(stream)
+    assert not any(alice.encode() in (u.key or b"") + u.value for u in updates), "no raw id published"
+    mine = [json.loads(u.value) for u in updates if u.key == hidden]
+    assert len(mine) == len(history)
+    status, interests = get_json(worker.web_port, f"/users/{alice}/interests")
+    assert status == 200 and interests["events"] == len(history)
+
+    assert main(["forget", alice, "--bootstrap", kafka_bootstrap]) == 0
+    wait_until(lambda: get_json(worker.web_port, f"/users/{alice}/interests")[0] == 404)
+    tombstoned = lambda records: any(r.key == hidden and r.value is None for r in records)  # noqa: E731
+    records = consume(kafka_bootstrap, UPDATES.name, worker=worker, until=tombstoned)
+    assert [r.value for r in records if r.key == hidden][-1] is None, "a tombstone replaces her last update"
+    assert scrape(worker.web_port)[("shiftwatch_users_forgotten_total", ())] == 1
+    wait_until(lambda: get_json(triggers.web_port, "/triggers/stats")[1]["forgotten"] == 1)
+
+    # she comes back as a new user: her first event gives her first update again
+    produce(kafka_bootstrap, EVENTS.name, history[:1])
+    returned = lambda records: sum(r.key == hidden and r.value is not None for r in records) > len(history)  # noqa: E731
+    records = consume(kafka_bootstrap, UPDATES.name, worker=worker, until=returned)
+    again = json.loads([r.value for r in records if r.key == hidden][-1])
+    assert again["sequence_length"] == 1 and again["top_categories"] == mine[0]["top_categories"]
+    for process in (worker, triggers):
+        assert alice not in process.tail(10**7), f"{process.command[0]} logged a raw user id (log level info)"
