@@ -34,6 +34,7 @@ from model.vocab import OOV_ID
 from stream.pipeline import Admitted, Ignored, InterestPipeline, Refused
 from stream.durable import current_event, write_rows
 from stream.faustapp import new_app
+from stream.hotswap import CheckpointWatcher, Loaded
 from stream.live import ShiftFeed
 from stream.metrics import WorkerMetrics
 from stream.settings import Settings
@@ -73,11 +74,10 @@ def create_app(settings: Settings) -> faust.App:
             counted["rows"], counted["at"] = len(users.data), time.monotonic()
         return int(counted["rows"])
 
-    calibrated = "yes" if detector.calibration is not None else "no"
     feed = ShiftFeed()
     top_categories = checkpoint.tokenizer.categories.tokens[OOV_ID + 1 : OOV_ID + 1 + FLOW_CATEGORIES]  # most frequent first
     metrics = WorkerMetrics(
-        registry, pipeline.engine, checkpoint.model_version, {"detector_calibrated": calibrated}, lags, table_rows,
+        registry, pipeline.engine, checkpoint.model_version, {"detector_calibrated": Loaded(checkpoint, detector).calibrated}, lags, table_rows,
         top_categories,
     )  # fmt: skip
     # Raw bytes in: the pipeline parses and validates them, and dead-letters them verbatim.
@@ -109,6 +109,22 @@ def create_app(settings: Settings) -> faust.App:
         """Hand a message to the producer, keyed by user; returns its delivery future."""
         key = user_id.encode() if user_id is not None else None
         return await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
+
+    watcher = CheckpointWatcher(settings.checkpoint, checkpoint.model_version)
+    serving = [Loaded(checkpoint, detector)]  # what the views describe
+    between_batches = asyncio.Lock()  # held by the agent for each batch: a swap waits for the batch to end
+
+    if settings.checkpoint_poll_s > 0:
+
+        @app.timer(interval=settings.checkpoint_poll_s)
+        async def look_for_a_new_model() -> None:
+            loaded = await asyncio.get_running_loop().run_in_executor(None, watcher.poll)
+            if loaded is None:
+                return
+            async with between_batches:
+                pipeline.swap(loaded.checkpoint, loaded.detector)
+                serving[0] = loaded
+            metrics.model.info({"model_version": loaded.checkpoint.model_version, "detector_calibrated": loaded.calibrated})
 
     async def process(batch: Sequence[EventT]) -> None:
         now_ms = int(time.time() * 1000)
@@ -185,17 +201,18 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(events_topic)
     async def interest(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            start = 0
-            for i, event in enumerate(batch):
-                if event.message.topic == FORGET.name:
-                    if start < i:
-                        await process(batch[start:i])
-                    await erase(event)
-                    start = i + 1
-            if start < len(batch):
-                await process(batch[start:])
+            async with between_batches:
+                start = 0
+                for i, event in enumerate(batch):
+                    if event.message.topic == FORGET.name:
+                        if start < i:
+                            await process(batch[start:i])
+                        await erase(event)
+                        start = i + 1
+                if start < len(batch):
+                    await process(batch[start:])
 
-    add_views(app, users, checkpoint, feed, registry, calibrated, pipeline.pseudonyms)
+    add_views(app, users, lambda: serving[0], feed, registry, pipeline.pseudonyms)
     return app
 
 

@@ -66,9 +66,8 @@ class WorkerMetrics:
             "shiftwatch_batch_events", "Admitted events per micro-batch", registry=registry,
             buckets=(1, 4, 16, 64, 128, 256, 512, 1024, 2048),
         )  # fmt: skip
-        Info("shiftwatch_model", "The checkpoint served and its shift detector", registry=registry).info(
-            {"model_version": model_version, **detector}
-        )
+        self.model = Info("shiftwatch_model", "The checkpoint served and its shift detector", registry=registry)
+        self.model.info({"model_version": model_version, **detector})
         Gauge(
             "shiftwatch_table_rows", "User rows in this worker's table store (counted at most every 30 s)", registry=registry
         ).set_function(table_rows)
@@ -99,6 +98,7 @@ class _EngineCollector(Collector):
             ("shiftwatch_cache_misses", "Events whose user was rebuilt from their table row", stats.rebuilds),
             ("shiftwatch_cache_first_events", "Events that started a user's history", stats.first_events),
             ("shiftwatch_cache_evictions", "Users evicted from the cache (least recently used)", stats.evictions),
+            ("shiftwatch_model_swaps", "New model versions swapped in without a restart", stats.swaps),
         ):
             yield CounterMetricFamily(name, doc, value=value)
         yield GaugeMetricFamily("shiftwatch_cache_bytes", "Bytes of cache slabs allocated", value=self.engine.cache_bytes)

@@ -151,6 +151,17 @@ class InterestPipeline:
         self._last_published: dict[str, np.ndarray] = {}  # only with a publish threshold
         self.pseudonyms = Pseudonymiser(settings.pseudonym_key.encode())
 
+    def swap(self, checkpoint: Checkpoint, detector: ShiftDetector) -> None:
+        """Serve another checkpoint from the next batch on. Users' rows hold raw events, so each
+        user's cache is rebuilt under the new model and vocabulary on their next event; their
+        detector state (distributions over raw categories) carries over."""
+        self.tokenizer = checkpoint.tokenizer
+        self.keep = checkpoint.config.receptive_field
+        self.engine.swap(checkpoint.model, checkpoint.model_version)
+        self.detector = detector
+        self.categories_kept = max(self.settings.top_k, detector.settings.top_m)
+        self._last_published.clear()
+
     def row_key(self, message_key: bytes) -> bytes:
         """The users-table key for a message key (the user id, pseudonymised when that is on)."""
         return self.pseudonyms.row_key(message_key)

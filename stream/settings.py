@@ -32,6 +32,11 @@ class Settings:
         "Model checkpoint directory to serve, with its tuned shift detector (`detector.json`, written by "
         "`shiftwatch detect-eval`) when it has one.",
     )
+    checkpoint_poll_s: float = setting(
+        10.0,
+        "How often (seconds) the worker looks for a new model version in the checkpoint directory and swaps it in "
+        "without a restart (stream/hotswap.py); 0 never.",
+    )
     data_dir: Path = setting(Path(".shiftwatch/worker"), "Worker state on disk (the RocksDB table store).")
     store: str = setting("rocksdb://", "Faust table store: `rocksdb://` (via rocksdict) or `memory://`.")
     batch_size: int = setting(512, "Most events per micro-batch through the engine.")

@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry
 from model.checkpoint import Checkpoint
 from model.data import UserSequence
 from model.detect_eval import model_distributions
+from stream.hotswap import Loaded
 from stream.live import ShiftFeed
 from stream.privacy import Pseudonymiser
 from stream.state import UserState
@@ -40,9 +41,11 @@ TIMELINE_CATEGORIES = 5
 
 
 def add_views(
-    app: faust.App, users: Any, checkpoint: Checkpoint, feed: ShiftFeed, registry: CollectorRegistry, calibrated: str,
+    app: faust.App, users: Any, serving: Callable[[], Loaded], feed: ShiftFeed, registry: CollectorRegistry,
     pseudonyms: Pseudonymiser,
 ) -> None:
+    """``serving()``: the checkpoint and detector the worker serves now (they change on a hot-swap)."""
+
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"status": "ok"})
@@ -51,7 +54,8 @@ def add_views(
     async def readyz(web: Any, request: Any) -> Any:
         """The model is loaded before the app exists; ready once the tables are recovered."""
         ready = app.tables.recovery.completed.is_set() and not app.rebalancing
-        body = {"ready": ready, "model_version": checkpoint.model_version, "detector_calibrated": calibrated}
+        served = serving()
+        body = {"ready": ready, "model_version": served.checkpoint.model_version, "detector_calibrated": served.calibrated}
         return web.json(body, status=200 if ready else 503)
 
     def user_page(suffix: str) -> Callable[[UserAnswer], UserAnswer]:
@@ -79,7 +83,7 @@ def add_views(
             "user_id": user_id,
             "events": state.length,
             "last_event_ts": state.last_ts,
-            "model_version": checkpoint.model_version,
+            "model_version": serving().checkpoint.model_version,
             "interests": ranked(state.detector.previous),
             "profile": ranked(state.detector.long),
             "last_shift": state.shifts[-1] if state.shifts else None,
@@ -88,7 +92,7 @@ def add_views(
 
     @user_page("timeline")
     async def user_timeline(web: Any, user_id: str, state: UserState) -> Any:
-        body = await asyncio.get_running_loop().run_in_executor(None, timeline, checkpoint, user_id, state)
+        body = await asyncio.get_running_loop().run_in_executor(None, timeline, serving().checkpoint, user_id, state)
         return web.json(body)
 
     @app.page("/shifts/recent")

@@ -86,10 +86,10 @@ def worker_factory(kafka_bootstrap: str, fresh_topics: str, stream_checkpoint, t
 
     def make(**settings: str) -> WorkerProcess:
         data_dir = tmp_path / f"worker{len(workers)}"
+        settings = {"checkpoint": stream_checkpoint[1], "data_dir": data_dir, **settings}
         worker = WorkerProcess(
-            data_dir.with_suffix(".log"), loglevel="info", kafka_bootstrap=kafka_bootstrap, app_id=fresh_topics,
-            checkpoint=stream_checkpoint[1], data_dir=data_dir, **settings,
-        )  # fmt: skip
+            data_dir.with_suffix(".log"), loglevel="info", kafka_bootstrap=kafka_bootstrap, app_id=fresh_topics, **settings
+        )
         workers.append(worker)
         return worker
 
