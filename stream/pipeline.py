@@ -175,7 +175,7 @@ class InterestPipeline:
         self, raw: bytes, key: bytes | None, partition: int, offset: int, state: UserState, now_ms: int
     ) -> Admitted | Refused | Ignored:
         """Decide what one message does; updates ``state`` in place when it is accepted."""
-        checked = validate(raw, now_ms, self.settings.max_string_length)
+        checked = validate(raw, now_ms, self.settings.max_string_length, self.settings.max_event_bytes)
         if isinstance(checked, Rejection):
             return Refused(dead_letter(raw, checked, partition, offset))
         event: ClickEvent = checked

@@ -45,6 +45,7 @@ class Settings:
     publish_threshold: float = setting(0.0, "Publish an update only when the distribution moved more than this (total variation); 0 publishes every event.")
     lateness_s: float = setting(3600.0, "How far (seconds) an event may be older than the user's latest and still be put in time order; older ones are dead-lettered as `late`.")
     max_string_length: int = setting(256, "Longest id accepted in an input event.")
+    max_event_bytes: int = setting(16_384, "Largest input message accepted, bytes; larger ones are dead-lettered as `oversized`.")
     cache_mb: int = setting(256, "Byte budget of the engine's KV cache, MiB.")
     state_cache_users: int = setting(20_000, "Users whose table rows are kept deserialised in memory (least recently used first out).")
     pseudonym_key: str = setting(

@@ -54,8 +54,10 @@ def _timestamp_ms(raw: object) -> int | None:
     return None
 
 
-def validate(raw: bytes, now_ms: int, max_string_length: int = 256) -> ClickEvent | Rejection:
+def validate(raw: bytes, now_ms: int, max_string_length: int = 256, max_bytes: int = 16_384) -> ClickEvent | Rejection:
     """Parse and check one message; ``now_ms`` bounds timestamps from the future."""
+    if len(raw) > max_bytes:
+        return Rejection("oversized", f"the message has {len(raw)} bytes (limit {max_bytes})")
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:

@@ -22,18 +22,24 @@ from topics.specs import ALL_TOPICS
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    external = os.environ.get("KAFKA_BOOTSTRAP")
-    if external:
-        yield external
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker | None]:
+    """The embedded broker of the session; ``None`` when ``KAFKA_BOOTSTRAP`` names another."""
+    if os.environ.get("KAFKA_BOOTSTRAP"):
+        yield None
         return
     broker = EmbeddedBroker(tmp_path_factory.mktemp("kafka"))
-    bootstrap = broker.start()
+    broker.start()
     try:
-        asyncio.run(wait_until_ready(bootstrap))
-        yield bootstrap
+        yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: EmbeddedBroker | None) -> str:
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP") or kafka_broker.bootstrap  # type: ignore[union-attr]
+    asyncio.run(wait_until_ready(bootstrap))
+    return bootstrap
 
 
 @pytest.fixture

@@ -12,13 +12,18 @@ from collections import defaultdict
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from model.detector import ShiftDetector
+from stream.pipeline import InterestPipeline
+from stream.settings import Settings
 from tests.stream.conftest import consume, produce
 from tests.stream.helpers import (
+    SMALL_MODEL_DETECTOR,
     assert_update_matches,
     event_value,
     offline_probabilities,
     offline_shifts,
     raw_messages,
+    run_pipeline,
     same_shift,
     same_update,
     spliced_history,
@@ -225,6 +230,16 @@ def test_after_a_restart_the_table_is_recovered_from_its_changelog(
     assert set(latest) == wanted, (sorted(wanted - set(latest))[:20], sorted(set(latest) - wanted)[:20])
     if not crash:
         assert len(updates) == len(stream), "a clean stop commits everything it published"
+
+    # The final table state is a crash-free run's: every row's events, interests and profile.
+    pipeline = InterestPipeline(checkpoint, Settings(), ShiftDetector(SMALL_MODEL_DETECTOR))
+    offline_states = run_pipeline(pipeline, stream, batch_size=64)[2]
+    for user in stream_log.users:
+        status, row = get_json(restarted.web_port, f"/users/{user.user_id}/interests")
+        state = offline_states[user.user_id.encode()]
+        assert status == 200 and row["events"] == state.length == len(user)
+        for field, distribution in (("interests", state.detector.previous), ("profile", state.detector.long)):
+            assert {c["category_id"]: c["probability"] for c in row[field]} == pytest.approx(distribution, abs=1e-5), field
 
     # The detectors' states came back with the rows: the same shifts as a crash-free run,
     # a redelivered batch's shift republished under the same id.

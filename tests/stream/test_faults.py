@@ -1,0 +1,204 @@
+"""Fault injection on the real broker: fuzzed input, a worker killed while another runs, a broker
+restart. (A worker killed and restarted alone: tests/stream/test_worker.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections import Counter
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stream.kafka import wait_until_ready
+from stream.validation import REASONS
+from tests.stream.conftest import consume, produce
+from tests.stream.helpers import assert_update_matches, offline_probabilities, raw_messages, same_update
+from tests.stream.test_worker import get_json, scrape
+from topics.specs import EVENTS, INVALID, UPDATES
+
+FUZZ_CASES = 10_000
+NOW_MS = int(time.time() * 1000)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=8,
+)
+ids = st.one_of(st.text(min_size=0, max_size=12), st.integers(), st.booleans(), st.none(), st.text(min_size=257, max_size=300))
+timestamps = st.one_of(
+    st.integers(min_value=1_500_000_000_000, max_value=NOW_MS),  # epoch ms
+    st.integers(min_value=1_500_000_000, max_value=NOW_MS // 1000),  # epoch s
+    st.integers(),
+    st.text(max_size=30),
+    st.sampled_from(["2017-11-25T10:00:00+08:00", "2017-11-25T10:00:00", "yesterday"]),
+    st.floats(allow_nan=False),
+)
+event_types = st.one_of(st.sampled_from(["view", "pv", "click", "cart", "fav", "buy", "purchase", "VIEW", " cart "]), st.text(max_size=10))
+events = st.fixed_dictionaries(
+    {},
+    optional={"event_id": ids, "user_id": ids, "item_id": ids, "category_id": ids, "event_type": event_types, "ts": timestamps, "extra": json_values},
+)
+well_formed = st.fixed_dictionaries({
+    "event_id": st.text(min_size=1, max_size=10).filter(str.strip),
+    "user_id": st.sampled_from([f"fuzz-user-{u}" for u in range(50)]),
+    "item_id": st.integers(min_value=1, max_value=5_000_000),
+    "category_id": st.sampled_from(["4756105", "4145813", "2355072", "3607361", "982926", "999999999"]),
+    "event_type": st.sampled_from(["view", "pv", "cart", "fav", "buy"]),
+    "ts": st.integers(min_value=1_511_500_000, max_value=1_512_300_000).map(lambda s: s * 1000),
+})  # fmt: skip
+payloads = st.one_of(
+    well_formed,  # fine, unless late for its user
+    events,  # event-shaped, fields missing, mistyped, too long, or fine
+    json_values,  # any JSON
+    st.binary(max_size=200),  # any bytes: mostly not UTF-8, not JSON
+)
+
+
+def fuzz_corpus(n: int) -> list[object]:
+    """``n`` payloads drawn by Hypothesis (derandomised: the same corpus on every run)."""
+    corpus: list[object] = []
+
+    @settings(max_examples=n, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(payloads)
+    def collect(payload: object) -> None:
+        corpus.append(payload)
+
+    collect()
+    return corpus
+
+
+def as_message(payload: object, i: int) -> tuple[bytes | None, bytes]:
+    """Key by the user id when there is a usable one; make event ids unique (a repeated id is a
+    duplicate, which is neither accepted nor refused)."""
+    if isinstance(payload, bytes):
+        return (b"fuzz" if i % 2 else None), payload
+    if isinstance(payload, dict):
+        payload = dict(payload)
+        if isinstance(payload.get("event_id"), (str, int)) and not isinstance(payload.get("event_id"), bool):
+            payload["event_id"] = f"{payload['event_id']}#{i}"
+        user = payload.get("user_id")
+        key = str(user).encode() if isinstance(user, (str, int)) and not isinstance(user, bool) and i % 7 else b"someone-else"
+        return key, json.dumps(payload).encode()
+    return None, json.dumps(payload).encode()
+
+
+@pytest.mark.kafka
+def test_fuzzed_input_never_crashes_the_worker_and_nothing_vanishes(kafka_bootstrap, worker_factory) -> None:
+    corpus = fuzz_corpus(FUZZ_CASES)
+    assert len(corpus) == FUZZ_CASES
+    messages = [as_message(payload, i) for i, payload in enumerate(corpus)]
+    messages += [
+        (b"u1", b"\xff\xfe\x00 not utf-8"),
+        (b"u1", '{"user_id": "u1"}'.encode("utf-16")),
+        (b"u1", b'{"event_id": "\xc3\x28", "user_id": "u1"}'),  # invalid UTF-8 inside JSON
+        (b"u1", json.dumps({"event_id": "big", "user_id": "u1", "item_id": "i", "category_id": "c", "event_type": "view",
+                            "ts": NOW_MS, "padding": "x" * 100_000}).encode()),  # fmt: skip
+        (b"u1", b"[" * 50_000),  # oversized and deeply nested
+        (None, b""),
+    ]
+    worker = worker_factory(batch_size="256").start()
+    pid = worker.process.pid
+    produce(kafka_bootstrap, EVENTS.name, messages)
+
+    def settled(records: list) -> bool:
+        try:
+            metrics = scrape(worker.web_port)
+        except OSError:  # not serving yet
+            return False
+        seen = sum(v for (name, _), v in metrics.items() if name == "shiftwatch_events_total")
+        return seen >= len(messages)
+
+    consume(kafka_bootstrap, UPDATES.name, worker=worker, until=settled, timeout=240)
+    metrics = scrape(worker.web_port)
+    outcomes = {dict(labels)["outcome"]: v for (name, labels), v in metrics.items() if name == "shiftwatch_events_total"}
+    letters_by_reason = {dict(labels)["reason"]: v for (name, labels), v in metrics.items() if name == "shiftwatch_dead_letters_total"}
+    dead_lettered = sum(letters_by_reason.values())
+    assert outcomes.get("duplicate", 0) == outcomes.get("redelivered", 0) == 0
+    assert outcomes.get("accepted", 0) + dead_lettered == len(messages), (outcomes, letters_by_reason)
+    assert outcomes.get("accepted", 0) > 100 and dead_lettered > FUZZ_CASES // 2, "the corpus exercises both paths"
+    assert set(letters_by_reason) <= set(REASONS) and len(letters_by_reason) >= 6
+
+    letters = [json.loads(r.value) for r in consume(kafka_bootstrap, INVALID.name, int(dead_lettered), worker=worker)]
+    assert len(letters) == dead_lettered
+    assert Counter(letter["reason"] for letter in letters) == Counter({r: int(v) for r, v in letters_by_reason.items()})
+    originals = Counter(base64.b64decode(letter["original_base64"]) for letter in letters)
+    assert originals[b"\xff\xfe\x00 not utf-8"] == 1 and originals[b"[" * 50_000] == 1, "dead letters keep the exact bytes"
+    assert all(letter["detail"] for letter in letters)
+    assert len(consume(kafka_bootstrap, UPDATES.name, int(outcomes["accepted"]), worker=worker)) == outcomes["accepted"]
+    assert worker.process.pid == pid and not worker.exited(), "the worker never restarted"
+    assert "Traceback" not in worker.tail(10**7)
+
+
+def check_every_event_has_its_exact_update(updates: list, stream_log, checkpoint) -> None:
+    """Each event's update equals the crash-free model's; an update seen twice (a batch
+    redelivered after a failure) is the same both times."""
+    reference = offline_probabilities(checkpoint, stream_log)
+    latest: dict[str, dict] = {}
+    for record in updates:
+        update = json.loads(record.value)
+        previous = latest.get(update["event_id"])
+        assert previous is None or same_update(previous, update), json.dumps([previous, update])
+        latest[update["event_id"]] = update
+        assert_update_matches(update, checkpoint, reference[update["user_id"]])
+        assert update["event_id"] == f"{update['user_id']}:{update['sequence_length'] - 1}", "no event lost or doubled in a row"
+    assert set(latest) == {f"{user.user_id}:{i}" for user in stream_log.users for i in range(len(user))}
+
+
+def all_updates(bootstrap: str, stream: list, worker) -> list:
+    wanted = {json.loads(value)["event_id"] for _, value in stream}
+    complete = lambda records: wanted <= {json.loads(r.value)["event_id"] for r in records}  # noqa: E731
+    return consume(bootstrap, UPDATES.name, worker=worker, until=complete, timeout=180)
+
+
+@pytest.mark.kafka
+def test_when_one_of_two_workers_is_killed_the_other_takes_over_with_its_state(
+    kafka_bootstrap, worker_factory, stream_log, stream_checkpoint
+) -> None:
+    checkpoint, _ = stream_checkpoint
+    stream = raw_messages(stream_log)
+    first, second = stream[: len(stream) // 2], stream[len(stream) // 2 :]
+    doomed = worker_factory(batch_size="16").start()
+    survivor = worker_factory(batch_size="16").start()
+    produce(kafka_bootstrap, EVENTS.name, first)
+    assert len(consume(kafka_bootstrap, UPDATES.name, len(first), worker=survivor)) >= len(first)
+    status, routes = get_json(survivor.web_port, "/router/")
+    owners = {url for url, tables in routes.items() if any(tables.values())}
+    assert status == 200 and len(owners) == 2, "both workers owned partitions"
+
+    doomed.stop(kill=True)  # SIGKILL: no goodbye; the group notices after the session timeout
+    produce(kafka_bootstrap, EVENTS.name, second)
+    updates = all_updates(kafka_bootstrap, stream, survivor)
+    check_every_event_has_its_exact_update(updates, stream_log, checkpoint)
+    status, routes = get_json(survivor.web_port, "/router/")
+    assert [url for url, tables in routes.items() if any(tables.values())] == [f"http://127.0.0.1:{survivor.web_port}"]
+    for user in stream_log.users:  # the dead worker's rows were recovered from the changelog
+        status, interests = get_json(survivor.web_port, f"/users/{user.user_id}/interests")
+        assert status == 200 and interests["events"] == len(user)
+    assert not survivor.exited()
+
+
+@pytest.mark.kafka
+def test_after_a_broker_restart_the_worker_carries_on_and_loses_nothing(
+    kafka_broker, kafka_bootstrap, worker_factory, stream_log, stream_checkpoint
+) -> None:
+    if kafka_broker is None:
+        pytest.skip("restarts the embedded broker; KAFKA_BOOTSTRAP names an external one")
+    checkpoint, _ = stream_checkpoint
+    stream = raw_messages(stream_log)
+    first, second = stream[: len(stream) // 2], stream[len(stream) // 2 :]
+    worker = worker_factory(batch_size="16").start()
+    pid = worker.process.pid
+    produce(kafka_bootstrap, EVENTS.name, first)
+    consume(kafka_bootstrap, UPDATES.name, len(first) // 3, worker=worker)  # mid-stream
+    kafka_broker.stop()
+    time.sleep(2)
+    assert kafka_broker.start() == kafka_bootstrap
+    asyncio.run(wait_until_ready(kafka_bootstrap))
+    produce(kafka_bootstrap, EVENTS.name, second)
+    updates = all_updates(kafka_bootstrap, stream, worker)
+    check_every_event_has_its_exact_update(updates, stream_log, checkpoint)
+    assert worker.process.pid == pid and not worker.exited(), "the same worker process reconnected"
