@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system test demo bench-beauty bench-engine bench-e2e eval-taobao detect-eval clean
+.PHONY: install system test demo soak bench-beauty bench-engine bench-e2e eval-taobao detect-eval clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ bench-engine: install
 bench-e2e: install
 	test -f checkpoints/taobao/checkpoint.json || $(MAKE) eval-taobao
 	$(BIN)/shiftwatch bench e2e --checkpoint checkpoints/taobao --json bench/results/e2e.json
+
+# Soak (not in CI): a million events through one worker with a state TTL; memory sampled.
+soak: install
+	test -f checkpoints/taobao/checkpoint.json || $(MAKE) eval-taobao
+	$(BIN)/python -m bench.soak --events 1000000 --json bench/results/soak.json --report bench/results/soak.md
 
 # The main job: Kafka, a worker and the shipped Taobao sample, with a live feed; trains a model if none exists.
 demo: install

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import shutil
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Any
@@ -32,7 +33,7 @@ from model.checkpoint import load_checkpoint
 from model.detector import load_detector
 from model.vocab import OOV_ID
 from stream.pipeline import Admitted, Ignored, InterestPipeline, Refused
-from stream.durable import current_event, write_rows
+from stream.durable import current_event, delete_rows, transactional_id, write_rows
 from stream.faustapp import new_app
 from stream.hotswap import CheckpointWatcher, Loaded
 from stream.live import ShiftFeed
@@ -50,9 +51,14 @@ def create_app(settings: Settings) -> faust.App:
     checkpoint = load_checkpoint(settings.checkpoint)
     detector = load_detector(settings.checkpoint)
     pipeline = InterestPipeline(checkpoint, settings, detector)
+    if settings.processing_guarantee == "exactly_once":
+        # The local store may hold writes of transactions a crash aborted; rebuild it from the
+        # changelog, which a transactional reader sees without them.
+        shutil.rmtree(settings.data_dir, ignore_errors=True)
     app, registry = new_app(
         settings, settings.app_id, settings.data_dir,
         stream_buffer_maxsize=max(4096, 2 * settings.batch_size), table_cleanup_interval=3600,
+        processing_guarantee=settings.processing_guarantee,
     )  # fmt: skip
     processed: dict[tuple[str, int], int] = {}  # the last input offset processed, by partition
 
@@ -92,9 +98,16 @@ def create_app(settings: Settings) -> faust.App:
     # deserialised rows is dropped on every one.
     states = StateCache(settings.state_cache_users)
 
+    # For the TTL sweeper: each row's partition and last event time, and each partition's latest.
+    activity: dict[bytes, tuple[int, int]] = {}
+    stream_time: dict[int, int] = {}
+    scanned = [False]  # activity holds every row of the assigned partitions
+
     @app.on_partitions_revoked.connect
     async def forget_states(sender: Any, revoked: Any, **kwargs: Any) -> None:
         states.clear()
+        activity.clear()
+        scanned[0] = False
 
     def load(event: EventT, key: bytes) -> UserState:
         state = states.get(key)
@@ -105,10 +118,11 @@ def create_app(settings: Settings) -> faust.App:
             states.put(key, state)
         return state
 
-    async def send(topic: str, user_id: str | None, value: bytes | None) -> Awaitable[Any]:
+    async def send(topic: str, user_id: str | None, value: bytes | None, source_partition: int) -> Awaitable[Any]:
         """Hand a message to the producer, keyed by user; returns its delivery future."""
         key = user_id.encode() if user_id is not None else None
-        return await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
+        transaction = transactional_id(app, EVENTS.name, source_partition)
+        return await app.producer.send(topic, key, value, None, None, None, transactional_id=transaction)
 
     watcher = CheckpointWatcher(settings.checkpoint, checkpoint.model_version)
     serving = [Loaded(checkpoint, detector)]  # what the views describe
@@ -125,6 +139,36 @@ def create_app(settings: Settings) -> faust.App:
                 pipeline.swap(loaded.checkpoint, loaded.detector)
                 serving[0] = loaded
             metrics.model.info({"model_version": loaded.checkpoint.model_version, "detector_calibrated": loaded.calibrated})
+
+    def scan_activity() -> dict[bytes, tuple[int, int]]:
+        """Every row of this worker's input partitions: (partition, last event time). Run in a thread."""
+        active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == EVENTS.name}
+        found = {}
+        for key, row in users.data.items():
+            state = UserState.from_json(row)
+            if state.source_partition in active and state.last_ts is not None:
+                found[key] = (state.source_partition, state.last_ts)
+        return found
+
+    if settings.state_ttl_s > 0:
+
+        @app.timer(interval=settings.state_sweep_s)
+        async def expire_inactive_users() -> None:
+            async with between_batches:  # no batch is rewriting a row meanwhile
+                if not scanned[0]:
+                    activity.update(await asyncio.get_running_loop().run_in_executor(None, scan_activity))
+                    scanned[0] = True
+                ttl_ms = settings.state_ttl_s * 1000
+                expired = [
+                    (partition, key) for key, (partition, last_ts) in activity.items()
+                    if partition in stream_time and last_ts < stream_time[partition] - ttl_ms
+                ]  # fmt: skip
+                for _, key in expired:
+                    del activity[key]
+                    states.drop(key)
+                    pipeline.forget(key.decode())
+                await delete_rows(app, users, expired, EVENTS.name)
+            metrics.expired.inc(len(expired))
 
     async def process(batch: Sequence[EventT]) -> None:
         now_ms = int(time.time() * 1000)
@@ -153,7 +197,8 @@ def create_app(settings: Settings) -> faust.App:
                 admitted.append(outcome)
                 ingested.append(message.timestamp)
             changed[key] = (event, state)  # type: ignore[index]
-        deliveries = [await send(INVALID.name, letter.user_id, letter.dumps()) for letter in letters]
+        deliveries = [await send(INVALID.name, letter.user_id, letter.dumps(), letter.source_partition) for letter in letters]
+        source = {a.user_id: a.state.source_partition for a in admitted}
         shifts: list[dict[str, object]] = []
         if admitted:
             started = time.perf_counter()
@@ -162,11 +207,11 @@ def create_app(settings: Settings) -> faust.App:
             metrics.batch_size.observe(len(admitted))
             for update in scored.updates:
                 if update is not None:
-                    deliveries.append(await send(UPDATES.name, str(update["user_id"]), dump(update)))
+                    deliveries.append(await send(UPDATES.name, str(update["user_id"]), dump(update), source[update["user_id"]]))
                     metrics.updates.inc()
             shifts = scored.shifts
             for shift in shifts:
-                deliveries.append(await send(SHIFTS.name, str(shift["user_id"]), dump(shift)))
+                deliveries.append(await send(SHIFTS.name, str(shift["user_id"]), dump(shift), source[shift["user_id"]]))
                 metrics.count_shift(shift)
         await asyncio.gather(*deliveries)
         feed.publish(shifts)  # to the live view, once Kafka has them
@@ -175,6 +220,11 @@ def create_app(settings: Settings) -> faust.App:
             metrics.event_to_publish.observe(max(0.0, published - a.ts / 1000))
             metrics.ingest_to_publish.observe(max(0.0, published - arrived))
         await write_rows(app, users, [(event, key, state.to_json()) for key, (event, state) in changed.items()])
+        for key, (event, state) in changed.items():
+            if state.last_ts is not None:
+                partition = event.message.partition
+                activity[key] = (partition, state.last_ts)
+                stream_time[partition] = max(stream_time.get(partition, state.last_ts), state.last_ts)
 
     async def erase(event: EventT) -> None:
         """A forget request: the user's row, cached state and engine cache go, and a tombstone
@@ -186,14 +236,15 @@ def create_app(settings: Settings) -> faust.App:
                 source_partition=message.partition, source_offset=message.offset, original_base64=base64.b64encode(message.value or b"").decode(),
             )  # fmt: skip
             metrics.dead_letters.labels(letter.reason).inc()
-            await (await send(INVALID.name, None, letter.dumps()))
+            await (await send(INVALID.name, None, letter.dumps(), message.partition))
             return
         key = pipeline.row_key(message.key)
         user_id = key.decode()
         states.drop(key)
+        activity.pop(key, None)
         pipeline.forget(user_id)
         feed.forget(user_id)
-        await (await send(UPDATES.name, user_id, None))
+        await (await send(UPDATES.name, user_id, None, message.partition))
         await write_rows(app, users, [(event, key, None)])
         processed[(message.topic, message.partition)] = message.offset
         metrics.forgotten.inc()

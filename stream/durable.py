@@ -32,6 +32,15 @@ def current_event(event: EventT) -> Iterator[None]:
         faust.streams._current_event.reset(token)
 
 
+def transactional_id(app: faust.App, source_topic: str, partition: int) -> str | None:
+    """Under ``processing_guarantee="exactly_once"``, the transaction of an input partition (the
+    one Faust commits that partition's offsets in), else ``None``. Whatever a batch publishes
+    or writes goes into the transaction of the input partition it came from."""
+    if not app.in_transaction:
+        return None
+    return f"{app.conf.id}-{app.assignor.group_for_topic(source_topic)}-{partition}"
+
+
 async def write_rows(app: faust.App, table: faust.Table, rows: Iterable[tuple[EventT, Any, Any]]) -> None:
     """Write ``(event, key, value)`` rows (``None`` deletes) to the store and the changelog, in
     the partition of the event that caused them (tables are co-partitioned with their input),
@@ -47,8 +56,24 @@ async def write_rows(app: faust.App, table: faust.Table, rows: Iterable[tuple[Ev
                 table.data[key] = value
         raw_key = serializers.dumps_key(table.key_type, key, serializer=table.key_serializer)
         raw_value = None if value is None else serializers.dumps_value(table.value_type, value, serializer=table.value_serializer)
-        sent.append(await app.producer.send(changelog, raw_key, raw_value, partition=event.message.partition, timestamp=None, headers=None))
+        partition = event.message.partition
+        transaction = transactional_id(app, event.message.topic, partition)
+        sent.append(await app.producer.send(changelog, raw_key, raw_value, partition, None, None, transactional_id=transaction))
     for written in await asyncio.gather(*sent):  # where a restart with this store resumes reading the changelog
+        table.data.set_persisted_offset(written.topic_partition, written.offset)
+
+
+async def delete_rows(app: faust.App, table: faust.Table, rows: Iterable[tuple[int, Any]], source_topic: str) -> None:
+    """Delete ``(partition, key)`` rows outside any event (a timer's work): from the store, and
+    by a tombstone in the changelog partition, waiting until Kafka has every tombstone."""
+    changelog = table.changelog_topic.get_topic_name()
+    sent = []
+    for partition, key in rows:
+        table.data.pop(key, None)
+        raw_key = app.serializers.dumps_key(table.key_type, key, serializer=table.key_serializer)
+        transaction = transactional_id(app, source_topic, partition)
+        sent.append(await app.producer.send(changelog, raw_key, None, partition, None, None, transactional_id=transaction))
+    for written in await asyncio.gather(*sent):
         table.data.set_persisted_offset(written.topic_partition, written.offset)
 
 

@@ -42,6 +42,7 @@ class WorkerMetrics:
         self.dead_letters = counter("shiftwatch_dead_letters_total", "Refused input messages by reason", ("reason",))
         self.updates = counter("shiftwatch_updates_published_total", "Interest updates published")
         self.shifts = counter("shiftwatch_shifts_published_total", "Interest shifts published")
+        self.expired = counter("shiftwatch_users_expired_total", "Inactive users evicted by the state TTL sweeper")
         self.forgotten = counter("shiftwatch_users_forgotten_total", "Forget requests carried out (row, caches, update tombstone)")
         self.flows = counter(
             "shiftwatch_shift_flows_total",

@@ -39,8 +39,20 @@ class Settings:
     )
     data_dir: Path = setting(Path(".shiftwatch/worker"), "Worker state on disk (the RocksDB table store).")
     store: str = setting("rocksdb://", "Faust table store: `rocksdb://` (via rocksdict) or `memory://`.")
+    processing_guarantee: str = setting(
+        "at_least_once",
+        "`at_least_once`, or `exactly_once`: the worker publishes and writes each input partition's results in a "
+        "Kafka transaction committed with its offsets, so consumers reading committed messages see every output "
+        "once, even across a crash.",
+    )
     batch_size: int = setting(512, "Most events per micro-batch through the engine.")
     batch_within_s: float = setting(0.05, "Longest wait to fill a micro-batch, seconds.")
+    state_ttl_s: float = setting(
+        0.0,
+        "Evict a user's row (tombstone in the changelog, caches dropped) once the latest event time in their "
+        "partition is this many seconds past their last event; 0 keeps every user.",
+    )
+    state_sweep_s: float = setting(60.0, "How often (seconds) the TTL sweeper looks for inactive users.")
     top_k: int = setting(5, "Categories per interest update.")
     publish_threshold: float = setting(0.0, "Publish an update only when the distribution moved more than this (total variation); 0 publishes every event.")
     lateness_s: float = setting(3600.0, "How far (seconds) an event may be older than the user's latest and still be put in time order; older ones are dead-lettered as `late`.")

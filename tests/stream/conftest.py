@@ -120,9 +120,12 @@ def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes
 
 
 async def _consume(
-    bootstrap: str, topic: str, count: int, timeout: float, worker: WorkerProcess | None, until: Callable[[list], bool] | None
-) -> list:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+    bootstrap: str, topic: str, count: int, timeout: float, worker: WorkerProcess | None, until: Callable[[list], bool] | None,
+    isolation_level: str,
+) -> list:  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None, isolation_level=isolation_level
+    )
     await consumer.start()
     got: list = []
     try:
@@ -151,7 +154,8 @@ def consume(
     timeout: float = 120.0,
     worker: WorkerProcess | None = None,
     until: Callable[[list], bool] | None = None,
+    isolation_level: str = "read_uncommitted",
 ) -> list:
     """Records of ``topic`` from the start until ``count`` arrived (or ``until(records)``
-    holds, or ``timeout``), plus any stragglers."""
-    return asyncio.run(_consume(bootstrap, topic, count, timeout, worker, until))
+    holds, or ``timeout``), plus any stragglers; ``read_committed`` skips aborted transactions."""
+    return asyncio.run(_consume(bootstrap, topic, count, timeout, worker, until, isolation_level))

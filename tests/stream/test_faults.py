@@ -10,6 +10,7 @@ import time
 from collections import Counter
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,7 @@ from stream.validation import REASONS
 from tests.stream.conftest import consume, produce
 from tests.stream.helpers import assert_update_matches, offline_probabilities, raw_messages, same_update
 from tests.stream.test_worker import get_json, scrape
-from topics.specs import EVENTS, INVALID, UPDATES
+from topics.specs import EVENTS, INVALID, PARTITIONS, UPDATES
 
 FUZZ_CASES = 10_000
 NOW_MS = int(time.time() * 1000)
@@ -202,3 +203,61 @@ def test_after_a_broker_restart_the_worker_carries_on_and_loses_nothing(
     updates = all_updates(kafka_bootstrap, stream, worker)
     check_every_event_has_its_exact_update(updates, stream_log, checkpoint)
     assert worker.process.pid == pid and not worker.exited(), "the same worker process reconnected"
+
+
+@pytest.mark.kafka
+def test_the_state_ttl_evicts_users_inactive_for_longer_than_it(kafka_bootstrap, worker_factory, stream_log) -> None:
+    ttl_s = 6 * 3600
+    stream = raw_messages(stream_log)
+    partitioner = DefaultPartitioner()
+    partitions = list(range(PARTITIONS))
+    last_ts: dict[str, tuple[int, int]] = {}  # worked out here: user -> (input partition, last event time)
+    for key, value in stream:
+        last_ts[key.decode()] = (partitioner(key, partitions, partitions), json.loads(value)["ts"])
+    stream_time = {p: max(ts for q, ts in last_ts.values() if q == p) for p, _ in last_ts.values()}
+    expired = {user for user, (p, ts) in last_ts.items() if ts < stream_time[p] - ttl_s * 1000}
+    assert 0 < len(expired) < len(last_ts)
+
+    worker = worker_factory(state_ttl_s=ttl_s, state_sweep_s="1").start()
+    produce(kafka_bootstrap, EVENTS.name, stream)
+    assert len(consume(kafka_bootstrap, UPDATES.name, len(stream), worker=worker)) >= len(stream)
+
+    def gone() -> set[str]:
+        return {user for user in last_ts if get_json(worker.web_port, f"/users/{user}/interests")[0] == 404}
+
+    deadline = time.monotonic() + 30
+    while gone() != expired:
+        assert time.monotonic() < deadline, (sorted(gone() ^ expired), worker.tail())
+        time.sleep(1)
+    assert scrape(worker.web_port)[("shiftwatch_users_expired_total", ())] >= len(expired)
+    changelog = consume(kafka_bootstrap, f"{worker.env['SHIFTWATCH_APP_ID']}-users-changelog", worker=worker,
+                        until=lambda records: expired <= {r.key.decode() for r in records if r.value is None})  # fmt: skip
+    last = {r.key.decode(): r.value for r in sorted(changelog, key=lambda r: (r.partition, r.offset))}
+    assert {user for user, value in last.items() if value is None} == expired, "a tombstone is each evicted row's last word"
+
+
+@pytest.mark.kafka
+def test_exactly_once_publishes_every_update_once_across_a_kill(kafka_bootstrap, worker_factory, stream_log, stream_checkpoint) -> None:
+    """With ``processing_guarantee=exactly_once``, a worker killed (SIGKILL) mid-stream leaves
+    its open transactions to be aborted: a consumer reading committed messages sees each
+    event's update once, none lost, none repeated (at-least-once repeats a cut batch)."""
+    checkpoint, _ = stream_checkpoint
+    stream = raw_messages(stream_log)
+    first, second = stream[: len(stream) // 2], stream[len(stream) // 2 :]
+    worker = worker_factory(batch_size="16", processing_guarantee="exactly_once").start()
+    produce(kafka_bootstrap, EVENTS.name, first)
+    consume(kafka_bootstrap, UPDATES.name, len(first) // 3, worker=worker, isolation_level="read_committed")
+    worker.stop(kill=True)
+    restarted = worker_factory(batch_size="16", processing_guarantee="exactly_once")
+    restarted.env["SHIFTWATCH_APP_ID"] = worker.env["SHIFTWATCH_APP_ID"]
+    restarted.env["SHIFTWATCH_DATA_DIR"] = worker.env["SHIFTWATCH_DATA_DIR"]
+    restarted.start()
+    produce(kafka_bootstrap, EVENTS.name, second)
+    wanted = {json.loads(value)["event_id"] for _, value in stream}
+    complete = lambda records: wanted <= {json.loads(r.value)["event_id"] for r in records}  # noqa: E731
+    updates = consume(kafka_bootstrap, UPDATES.name, worker=restarted, until=complete, timeout=180, isolation_level="read_committed")
+    counts = Counter(json.loads(r.value)["event_id"] for r in updates)
+    assert set(counts) == wanted and max(counts.values()) == 1, counts.most_common(3)
+    check_every_event_has_its_exact_update(updates, stream_log, checkpoint)
+    every = consume(kafka_bootstrap, UPDATES.name, len(updates), worker=restarted)  # uncommitted too
+    assert len(every) >= len(updates)
