@@ -10,6 +10,12 @@ batch's offsets. So a committed offset never runs ahead of the changelog: after 
 an event is either in the recovered row (its update and shift were published; its
 redelivery is recognised by offset) or it is redelivered and processed as new.
 
+The same agent reads ``privacy.forget-requests`` (co-partitioned: keyed by user), so an
+erasure is ordered with the user's events. Between batches, a timer may swap in a new model
+version (:mod:`stream.hotswap`) or evict users past the state TTL. Under
+``processing_guarantee="exactly_once"`` every output and row goes into the Kafka transaction
+of the input partition it came from (:func:`stream.durable.transactional_id`).
+
 Messages go straight to the producer, not through Faust's ``topic.send`` or table assignment:
 inside an agent ``topic.send`` attaches the message to the offset and publishes it at the
 next commit (seconds of latency), and rows are written by :func:`stream.durable.write_rows`

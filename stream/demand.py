@@ -6,7 +6,7 @@ gained ``after - before`` and counts one user shifting in; each category in its
 :class:`Demand` sums those moves for one category over a window (a user who shifts into the
 same category twice in one window counts twice: each shift is a decision to act on).
 
->>> shift = {"shift_id": "s1", "ts": 7_200_000,
+>>> shift = {"shift_id": "s1", "ts": 7_200_000, "model_version": "v1",
 ...          "from_categories": [{"category_id": "shoes", "before": 0.625, "after": 0.125}],
 ...          "to_categories": [{"category_id": "tents", "before": 0.0, "after": 0.5}]}
 >>> [(move.category_id, move.direction, move.mass) for move in category_moves(shift)]
@@ -38,6 +38,7 @@ class CategoryMove:
     direction: Direction
     mass: float
     ts: int
+    model_version: str
 
     def dumps(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -78,7 +79,7 @@ def category_moves(shift: Mapping[str, Any]) -> list[CategoryMove]:
     for changes, direction in ((shift["from_categories"], "out"), (shift["to_categories"], "in")):
         for change in changes:
             mass = change["before"] - change["after"] if direction == "out" else change["after"] - change["before"]
-            moves.append(CategoryMove(shift["shift_id"], change["category_id"], direction, mass, shift["ts"]))
+            moves.append(CategoryMove(shift["shift_id"], change["category_id"], direction, mass, shift["ts"], shift["model_version"]))
     return moves
 
 

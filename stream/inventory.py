@@ -206,7 +206,9 @@ def create_demand_app(settings: Settings) -> faust.App:
         if row is not None and row["offset"] >= event.message.offset:
             return row
         demand = Demand() if row is None else Demand.from_row(row)
-        return {**(row or {}), **demand.add(move).as_dict(), "offset": event.message.offset, "partition": event.message.partition}
+        versions = sorted({*(row or {}).get("model_versions", []), move.model_version})
+        counted = {**demand.add(move).as_dict(), "model_versions": versions}
+        return {**(row or {}), **counted, "offset": event.message.offset, "partition": event.message.partition}
 
     async def close_windows(event: EventT, now: int, rows: PendingRows, sent: list[Any]) -> None:
         partition = event.message.partition
@@ -221,7 +223,7 @@ def create_demand_app(settings: Settings) -> faust.App:
             if row is not None:
                 record = CategoryDemand(
                     demand_id=f"{kind}:{category}:{start_ms}", category_id=category, window=kind, window_start=start_ms,
-                    window_end=end_ms, **Demand.from_row(row).as_dict(),
+                    window_end=end_ms, **Demand.from_row(row).as_dict(), model_versions=row["model_versions"],
                 )  # fmt: skip
                 sent.append(await app.producer.send(DEMAND.name, category.encode(), record.dumps(), partition=None, timestamp=None, headers=None))
                 stats["published"][kind] += 1

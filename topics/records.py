@@ -104,6 +104,7 @@ class CategoryDemand(faust.Record, serializer="json", include_metadata=False):
     ``net_mass`` = gained - lost. ``window`` is ``tumbling`` or ``hopping``; ``window_start``
     and ``window_end`` (exclusive) are event time in epoch milliseconds. ``demand_id`` is
     ``<window>:<category>:<window_start>``, the same when a window is published again.
+    ``model_versions``: the models whose shifts were counted (more than one across a hot-swap).
     """
 
     demand_id: str
@@ -116,6 +117,7 @@ class CategoryDemand(faust.Record, serializer="json", include_metadata=False):
     mass_gained: float
     mass_lost: float
     net_mass: float
+    model_versions: list[str]
 
 
 class ForgetRequest(faust.Record, serializer="json", include_metadata=False):

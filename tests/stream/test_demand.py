@@ -29,7 +29,7 @@ SHIFT_TOLERANCE = 1e-5  # per probability in a shift: the worker's batches and t
 
 def shift(shift_id: str, ts: int, out: dict[str, tuple[float, float]], into: dict[str, tuple[float, float]]) -> dict:
     changes = lambda moved: [{"category_id": c, "before": b, "after": a} for c, (b, a) in moved.items()]  # noqa: E731
-    return {"shift_id": shift_id, "user_id": "u1", "ts": ts, "from_categories": changes(out), "to_categories": changes(into)}
+    return {"shift_id": shift_id, "user_id": "u1", "ts": ts, "model_version": "v1", "from_categories": changes(out), "to_categories": changes(into)}
 
 
 def test_a_shift_moves_mass_out_of_its_from_categories_into_its_to_categories() -> None:
@@ -191,6 +191,7 @@ def test_demand_windows_from_a_replayed_history_match_the_shifts(crash, kafka_bo
             want["category_id"], want["window"], want["window_start"], want["window_end"]
         )  # fmt: skip
         assert (demand.users_in, demand.users_out) == (want["users_in"], want["users_out"])
+        assert demand.model_versions == [shifts[0]["model_version"]]
         tolerance = SHIFT_TOLERANCE * (demand.users_in + demand.users_out)
         assert demand.mass_gained == pytest.approx(want["mass_gained"], abs=tolerance)
         assert demand.mass_lost == pytest.approx(want["mass_lost"], abs=tolerance)
