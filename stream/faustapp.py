@@ -28,8 +28,8 @@ def new_app(settings: Settings, app_id: str, datadir: Path, **options: Any) -> t
         consumer_auto_offset_reset="earliest",
         web_port=settings.web_port,
         web_host=settings.web_host,
-        broker_session_timeout=30,
-        broker_heartbeat_interval=3,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.session_timeout_s / 10,
         TableManager=QueueSafeTableManager,
         **options,
     )

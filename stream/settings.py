@@ -45,6 +45,10 @@ class Settings:
         "Kafka transaction committed with its offsets, so consumers reading committed messages see every output "
         "once, even across a crash.",
     )
+    session_timeout_s: float = setting(
+        30.0,
+        "How long Kafka waits for a silent process (killed, frozen) before giving its partitions to the others.",
+    )
     batch_size: int = setting(512, "Most events per micro-batch through the engine.")
     batch_within_s: float = setting(0.05, "Longest wait to fill a micro-batch, seconds.")
     state_ttl_s: float = setting(

@@ -92,7 +92,8 @@ def worker_factory(kafka_bootstrap: str, fresh_topics: str, stream_checkpoint, t
 
     def make(**settings: str) -> WorkerProcess:
         data_dir = tmp_path / f"worker{len(workers)}"
-        settings = {"checkpoint": stream_checkpoint[1], "data_dir": data_dir, **settings}
+        # a killed worker's partitions move on after 10 s, not 30
+        settings = {"checkpoint": stream_checkpoint[1], "data_dir": data_dir, "session_timeout_s": 10, **settings}
         worker = WorkerProcess(
             data_dir.with_suffix(".log"), loglevel="info", kafka_bootstrap=kafka_bootstrap, app_id=fresh_topics, **settings
         )
