@@ -25,7 +25,6 @@ are committed)."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import shutil
 import time
@@ -88,10 +87,8 @@ def create_app(settings: Settings) -> faust.App:
 
     feed = ShiftFeed()
     top_categories = checkpoint.tokenizer.categories.tokens[OOV_ID + 1 : OOV_ID + 1 + FLOW_CATEGORIES]  # most frequent first
-    metrics = WorkerMetrics(
-        registry, pipeline.engine, checkpoint.model_version, {"detector_calibrated": Loaded(checkpoint, detector).calibrated}, lags, table_rows,
-        top_categories,
-    )  # fmt: skip
+    serving = [Loaded(checkpoint, detector)]  # what the views and shiftwatch_model_info describe
+    metrics = WorkerMetrics(registry, pipeline.engine, serving[0].info, lags, table_rows, top_categories)
     # Raw bytes in: the pipeline parses and validates them, and dead-letters them verbatim.
     # Forget requests share the agent (and its partitions: both keyed by user), so an erasure
     # is ordered with the user's events and no batch in flight writes the row back.
@@ -115,6 +112,12 @@ def create_app(settings: Settings) -> faust.App:
         activity.clear()
         scanned[0] = False
 
+    def drop_from_memory(key: bytes) -> None:
+        """Forget what this process holds about a user whose row goes (forgotten, or expired)."""
+        states.drop(key)
+        activity.pop(key, None)
+        pipeline.forget(key.decode())
+
     def load(event: EventT, key: bytes) -> UserState:
         state = states.get(key)
         if state is None:
@@ -130,8 +133,7 @@ def create_app(settings: Settings) -> faust.App:
         transaction = transactional_id(app, EVENTS.name, source_partition)
         return await app.producer.send(topic, key, value, None, None, None, transactional_id=transaction)
 
-    watcher = CheckpointWatcher(settings.checkpoint, checkpoint.model_version)
-    serving = [Loaded(checkpoint, detector)]  # what the views describe
+    watcher = CheckpointWatcher(settings.checkpoint, serving[0].info["model_version"])
     between_batches = asyncio.Lock()  # held by the agent for each batch: a swap waits for the batch to end
 
     if settings.checkpoint_poll_s > 0:
@@ -144,7 +146,7 @@ def create_app(settings: Settings) -> faust.App:
             async with between_batches:
                 pipeline.swap(loaded.checkpoint, loaded.detector)
                 serving[0] = loaded
-            metrics.model.info({"model_version": loaded.checkpoint.model_version, "detector_calibrated": loaded.calibrated})
+            metrics.model.info(loaded.info)
 
     def scan_activity() -> dict[bytes, tuple[int, int]]:
         """Every row of this worker's input partitions: (partition, last event time). Run in a thread."""
@@ -170,9 +172,7 @@ def create_app(settings: Settings) -> faust.App:
                     if partition in stream_time and last_ts < stream_time[partition] - ttl_ms
                 ]  # fmt: skip
                 for _, key in expired:
-                    del activity[key]
-                    states.drop(key)
-                    pipeline.forget(key.decode())
+                    drop_from_memory(key)
                 await delete_rows(app, users, expired, EVENTS.name)
             metrics.expired.inc(len(expired))
 
@@ -237,20 +237,17 @@ def create_app(settings: Settings) -> faust.App:
         replaces their last update on the compacted ``interest.updates``."""
         message = event.message
         if not isinstance(message.key, bytes) or not message.key:
-            letter = DeadLetter(
-                reason="forget_without_key", detail="forget requests must be keyed by the user id", source_topic=FORGET.name,
-                source_partition=message.partition, source_offset=message.offset, original_base64=base64.b64encode(message.value or b"").decode(),
+            letter = DeadLetter.of(
+                "forget_without_key", "forget requests must be keyed by the user id", FORGET.name, message.partition,
+                message.offset, message.value or b"",
             )  # fmt: skip
             metrics.dead_letters.labels(letter.reason).inc()
             await (await send(INVALID.name, None, letter.dumps(), message.partition))
             return
         key = pipeline.row_key(message.key)
-        user_id = key.decode()
-        states.drop(key)
-        activity.pop(key, None)
-        pipeline.forget(user_id)
-        feed.forget(user_id)
-        await (await send(UPDATES.name, user_id, None, message.partition))
+        drop_from_memory(key)
+        feed.forget(key.decode())
+        await (await send(UPDATES.name, key.decode(), None, message.partition))
         await write_rows(app, users, [(event, key, None)])
         processed[(message.topic, message.partition)] = message.offset
         metrics.forgotten.inc()

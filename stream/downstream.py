@@ -8,7 +8,6 @@ group ``<app id>-<service>``, state under ``<data dir>/<service>``) that consume
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
@@ -83,10 +82,6 @@ async def read_shift(app: faust.App, message: Message) -> dict | None:
         InterestShift.from_data(shift)  # the contract: every field there
         return shift
     except (ValueError, TypeError, KeyError, AttributeError) as error:
-        letter = DeadLetter(
-            reason="not_a_shift", detail=str(error)[:200], source_topic=SHIFTS.name,
-            source_partition=message.partition, source_offset=message.offset,
-            original_base64=base64.b64encode(message.value or b"").decode(),
-        )  # fmt: skip
+        letter = DeadLetter.of("not_a_shift", str(error)[:200], SHIFTS.name, message.partition, message.offset, message.value or b"")
         await (await app.producer.send(INVALID.name, message.key, letter.dumps(), partition=None, timestamp=None, headers=None))
         return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from model.checkpoint import META_FILE, Checkpoint, CheckpointError, load_checkpoint
@@ -26,9 +27,12 @@ class Loaded:
     checkpoint: Checkpoint
     detector: ShiftDetector
 
-    @property
-    def calibrated(self) -> str:
-        return "yes" if self.detector.calibration is not None else "no"
+    @cached_property
+    def info(self) -> dict[str, str]:
+        """What is served, as ``/readyz`` and ``shiftwatch_model_info`` name it (the version is a
+        hash of the weights: computed once)."""
+        calibrated = "yes" if self.detector.calibration is not None else "no"
+        return {"model_version": self.checkpoint.model_version, "detector_calibrated": calibrated}
 
 
 class CheckpointWatcher:

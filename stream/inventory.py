@@ -195,7 +195,8 @@ def create_demand_app(settings: Settings) -> faust.App:
             for window_range in wrapper.table.window.ranges(move.ts / 1000):
                 key: WindowKey = (move.category_id, window_range)
                 if now is not None and window_bounds(key, sizes[kind])[1] + grace_ms <= now:
-                    stats["late"][kind] += 0 if redelivered else 1  # a redelivered move was in the window it closed with
+                    if not redelivered:  # a redelivered move was in the window it closed with
+                        stats["late"][kind] += 1
                     continue
                 rows.set(wrapper.table, event, key, add_to(rows, wrapper.table, event, key, move))
                 open_windows[message.partition].add((kind, key))

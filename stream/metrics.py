@@ -25,8 +25,7 @@ class WorkerMetrics:
         self,
         registry: CollectorRegistry,
         engine: IncrementalEngine,
-        model_version: str,
-        detector: Mapping[str, str],
+        model_info: Mapping[str, str],
         lags: Callable[[], Mapping[tuple[str, int], int]],
         table_rows: Callable[[], int],
         flow_categories: Collection[str],
@@ -68,7 +67,7 @@ class WorkerMetrics:
             buckets=(1, 4, 16, 64, 128, 256, 512, 1024, 2048),
         )  # fmt: skip
         self.model = Info("shiftwatch_model", "The checkpoint served and its shift detector", registry=registry)
-        self.model.info({"model_version": model_version, **detector})
+        self.model.info(dict(model_info))
         Gauge(
             "shiftwatch_table_rows", "User rows in this worker's table store (counted at most every 30 s)", registry=registry
         ).set_function(table_rows)

@@ -10,7 +10,6 @@ than the model step per event).
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from collections.abc import Sequence
@@ -123,16 +122,8 @@ class Ignored:
 
 
 def dead_letter(raw: bytes, rejection: Rejection, partition: int, offset: int, event: dict[str, str] | None = None) -> DeadLetter:
-    return DeadLetter(
-        reason=rejection.reason,
-        detail=rejection.detail,
-        source_topic=EVENTS.name,
-        source_partition=partition,
-        source_offset=offset,
-        original_base64=base64.b64encode(raw).decode(),
-        user_id=(event or {}).get("user_id"),
-        event_id=(event or {}).get("event_id"),
-    )
+    ids = event or {}
+    return DeadLetter.of(rejection.reason, rejection.detail, EVENTS.name, partition, offset, raw, ids.get("user_id"), ids.get("event_id"))
 
 
 class InterestPipeline:

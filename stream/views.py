@@ -54,8 +54,7 @@ def add_views(
     async def readyz(web: Any, request: Any) -> Any:
         """The model is loaded before the app exists; ready once the tables are recovered."""
         ready = app.tables.recovery.completed.is_set() and not app.rebalancing
-        served = serving()
-        body = {"ready": ready, "model_version": served.checkpoint.model_version, "detector_calibrated": served.calibrated}
+        body = {"ready": ready, **serving().info}
         return web.json(body, status=200 if ready else 503)
 
     def user_page(suffix: str) -> Callable[[UserAnswer], UserAnswer]:
@@ -83,7 +82,7 @@ def add_views(
             "user_id": user_id,
             "events": state.length,
             "last_event_ts": state.last_ts,
-            "model_version": serving().checkpoint.model_version,
+            "model_version": serving().info["model_version"],
             "interests": ranked(state.detector.previous),
             "profile": ranked(state.detector.long),
             "last_shift": state.shifts[-1] if state.shifts else None,

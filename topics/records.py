@@ -6,6 +6,8 @@ classes (``shiftwatch topics schemas``) and kept in sync by a test.
 
 from __future__ import annotations
 
+import base64
+
 import faust
 
 
@@ -138,3 +140,14 @@ class DeadLetter(faust.Record, serializer="json", include_metadata=False):
     original_base64: str
     user_id: str | None = None
     event_id: str | None = None
+
+    @classmethod
+    def of(
+        cls, reason: str, detail: str, source_topic: str, partition: int, offset: int, original: bytes,
+        user_id: str | None = None, event_id: str | None = None,
+    ) -> DeadLetter:  # fmt: skip
+        """The dead letter of a message refused for ``reason``, keeping its exact bytes."""
+        return cls(
+            reason=reason, detail=detail, source_topic=source_topic, source_partition=partition, source_offset=offset,
+            original_base64=base64.b64encode(original).decode(), user_id=user_id, event_id=event_id,
+        )  # fmt: skip

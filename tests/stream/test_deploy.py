@@ -32,7 +32,7 @@ def exposed_names() -> set[str]:
     registry = CollectorRegistry()
     checkpoint = small_checkpoint(taobao_users(3))
     engine = IncrementalEngine(checkpoint.model, checkpoint.model_version, InMemoryHistory())
-    metrics = WorkerMetrics(registry, engine, checkpoint.model_version, {"detector_calibrated": "no"}, lambda: {("t", 0): 1}, lambda: 3, ["c1"])
+    metrics = WorkerMetrics(registry, engine, {"model_version": checkpoint.model_version, "detector_calibrated": "no"}, lambda: {("t", 0): 1}, lambda: 3, ["c1"])
     metrics.events.labels("accepted").inc()
     metrics.dead_letters.labels("not_json").inc()
     metrics.count_shift({"from_categories": [{"category_id": "c1"}], "to_categories": [{"category_id": "c2"}]})
@@ -60,7 +60,7 @@ def test_shift_flows_keep_label_values_bounded() -> None:
     registry = CollectorRegistry()
     checkpoint = small_checkpoint(taobao_users(3))
     engine = IncrementalEngine(checkpoint.model, checkpoint.model_version, InMemoryHistory())
-    metrics = WorkerMetrics(registry, engine, "v", {}, dict, lambda: 0, ["a", "b"])
+    metrics = WorkerMetrics(registry, engine, {"model_version": "v"}, dict, lambda: 0, ["a", "b"])
     for source, target in (("a", "b"), ("a", "zzz"), ("y", "zzz")):
         metrics.count_shift({"from_categories": [{"category_id": source}], "to_categories": [{"category_id": target}]})
     metrics.count_shift({"from_categories": [], "to_categories": [{"category_id": "b"}]})
