@@ -434,8 +434,10 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="the whole service on the embedded broker and the shipped Taobao sample",
-        description="Start Kafka, create topics, train a model if none exists, run a worker, replay the sample, "
-        "print a live feed of interest updates, stop everything.",
+        description="Start Kafka, create topics, train a model and tune its shift detector if none exist, run a worker "
+        "and the triggers (deploy/triggers.toml) and demand services, replay the sample, print a live feed of interest "
+        "shifts, end with a summary (categories gaining and losing interest, triggers fired, demand windows), stop "
+        "everything.",
     )
     parser.add_argument("--checkpoint", type=Path, default=Path("checkpoints/taobao"), help="(default: %(default)s)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="(default: %(default)s)")
