@@ -14,7 +14,8 @@ The same agent reads ``privacy.forget-requests`` (co-partitioned: keyed by user)
 erasure is ordered with the user's events. Between batches, a timer may swap in a new model
 version (:mod:`stream.hotswap`) or evict users past the state TTL. Under
 ``processing_guarantee="exactly_once"`` every output and row goes into the Kafka transaction
-of the input partition it came from (:func:`stream.durable.transactional_id`).
+of the input partition it came from (:func:`stream.durable.transactional_id`), and Faust
+commits those transactions only between batches.
 
 Messages go straight to the producer, not through Faust's ``topic.send`` or table assignment:
 inside an agent ``topic.send`` attaches the message to the offset and publishes it at the
@@ -134,7 +135,6 @@ def create_app(settings: Settings) -> faust.App:
         return await app.producer.send(topic, key, value, None, None, None, transactional_id=transaction)
 
     watcher = CheckpointWatcher(settings.checkpoint, serving[0].info["model_version"])
-    between_batches = asyncio.Lock()  # held by the agent for each batch: a swap waits for the batch to end
 
     if settings.checkpoint_poll_s > 0:
 
@@ -143,7 +143,7 @@ def create_app(settings: Settings) -> faust.App:
             loaded = await asyncio.get_running_loop().run_in_executor(None, watcher.poll)
             if loaded is None:
                 return
-            async with between_batches:
+            async with app.consumer.between_batches:  # the swap waits for the batch in flight to end
                 pipeline.swap(loaded.checkpoint, loaded.detector)
                 serving[0] = loaded
             metrics.model.info(loaded.info)
@@ -162,7 +162,7 @@ def create_app(settings: Settings) -> faust.App:
 
         @app.timer(interval=settings.state_sweep_s)
         async def expire_inactive_users() -> None:
-            async with between_batches:  # no batch is rewriting a row meanwhile
+            async with app.consumer.between_batches:  # no batch is rewriting a row meanwhile
                 if not scanned[0]:
                     activity.update(await asyncio.get_running_loop().run_in_executor(None, scan_activity))
                     scanned[0] = True
@@ -173,7 +173,7 @@ def create_app(settings: Settings) -> faust.App:
                 ]  # fmt: skip
                 for _, key in expired:
                     drop_from_memory(key)
-                await delete_rows(app, users, expired, EVENTS.name)
+                await delete_rows(app, users, expired)
             metrics.expired.inc(len(expired))
 
     async def process(batch: Sequence[EventT]) -> None:
@@ -255,7 +255,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(events_topic)
     async def interest(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            async with between_batches:
+            async with app.consumer.between_batches:  # no commit mid-batch (stream/recovery.py)
                 start = 0
                 for i, event in enumerate(batch):
                     if event.message.topic == FORGET.name:

@@ -63,16 +63,20 @@ async def write_rows(app: faust.App, table: faust.Table, rows: Iterable[tuple[Ev
         table.data.set_persisted_offset(written.topic_partition, written.offset)
 
 
-async def delete_rows(app: faust.App, table: faust.Table, rows: Iterable[tuple[int, Any]], source_topic: str) -> None:
+async def delete_rows(app: faust.App, table: faust.Table, rows: Iterable[tuple[int, Any]]) -> None:
     """Delete ``(partition, key)`` rows outside any event (a timer's work): from the store, and
-    by a tombstone in the changelog partition, waiting until Kafka has every tombstone."""
+    by a tombstone in the changelog partition, waiting until Kafka has every tombstone.
+
+    The tombstones go outside any transaction: under exactly-once an input partition's
+    transaction is committed only with new offsets of that partition, which an idle partition
+    may not get before the broker aborts the transaction; a deletion repeated after a crash
+    changes nothing."""
     changelog = table.changelog_topic.get_topic_name()
     sent = []
     for partition, key in rows:
         table.data.pop(key, None)
         raw_key = app.serializers.dumps_key(table.key_type, key, serializer=table.key_serializer)
-        transaction = transactional_id(app, source_topic, partition)
-        sent.append(await app.producer.send(changelog, raw_key, None, partition, None, None, transactional_id=transaction))
+        sent.append(await app.producer.send(changelog, raw_key, None, partition, None, None))
     for written in await asyncio.gather(*sent):
         table.data.set_persisted_offset(written.topic_partition, written.offset)
 

@@ -9,7 +9,7 @@ import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry
 
-from stream.recovery import QueueSafeTableManager, SnapshotConsumer
+from stream.recovery import QueueSafeTableManager, SafeConsumer
 from stream.settings import Settings
 from topics.specs import PARTITIONS
 
@@ -28,12 +28,13 @@ def new_app(settings: Settings, app_id: str, datadir: Path, **options: Any) -> t
         consumer_auto_offset_reset="earliest",
         web_port=settings.web_port,
         web_host=settings.web_host,
+        broker_commit_interval=settings.commit_interval_s,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.session_timeout_s / 10,
         TableManager=QueueSafeTableManager,
         **options,
     )
-    app.transport.Consumer = SnapshotConsumer  # the class Faust's transport builds its consumer from
+    app.transport.Consumer = SafeConsumer  # the class Faust's transport builds its consumer from
     registry = CollectorRegistry()
     setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="faust")
     return app, registry

@@ -45,6 +45,11 @@ class Settings:
         "Kafka transaction committed with its offsets, so consumers reading committed messages see every output "
         "once, even across a crash.",
     )
+    commit_interval_s: float = setting(
+        2.8,
+        "How often (seconds) Faust commits the input offsets; under `exactly_once` also how often the open "
+        "transactions are committed, so how long consumers reading committed messages wait for the outputs.",
+    )
     session_timeout_s: float = setting(
         30.0,
         "How long Kafka waits for a silent process (killed, frozen) before giving its partitions to the others.",

@@ -244,11 +244,11 @@ def test_exactly_once_publishes_every_update_once_across_a_kill(kafka_bootstrap,
     checkpoint, _ = stream_checkpoint
     stream = raw_messages(stream_log)
     first, second = stream[: len(stream) // 2], stream[len(stream) // 2 :]
-    worker = worker_factory(batch_size="16", processing_guarantee="exactly_once").start()
+    worker = worker_factory(batch_size="16", processing_guarantee="exactly_once", commit_interval_s="0.3").start()
     produce(kafka_bootstrap, EVENTS.name, first)
     consume(kafka_bootstrap, UPDATES.name, len(first) // 3, worker=worker, isolation_level="read_committed")
     worker.stop(kill=True)
-    restarted = worker_factory(batch_size="16", processing_guarantee="exactly_once")
+    restarted = worker_factory(batch_size="16", processing_guarantee="exactly_once", commit_interval_s="0.3")
     restarted.env["SHIFTWATCH_APP_ID"] = worker.env["SHIFTWATCH_APP_ID"]
     restarted.env["SHIFTWATCH_DATA_DIR"] = worker.env["SHIFTWATCH_DATA_DIR"]
     restarted.start()
