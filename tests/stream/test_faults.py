@@ -206,7 +206,11 @@ def test_after_a_broker_restart_the_worker_carries_on_and_loses_nothing(
 
 
 @pytest.mark.kafka
-def test_the_state_ttl_evicts_users_inactive_for_longer_than_it(kafka_bootstrap, worker_factory, stream_log) -> None:
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_the_state_ttl_evicts_users_inactive_for_longer_than_it(kafka_bootstrap, worker_factory, stream_log, guarantee) -> None:
+    """Users past the TTL go, the others stay; then one late event per partition expires
+    everyone else there, in a sweep after the partitions' last input: under exactly-once
+    too, a reader of committed messages sees every tombstone."""
     ttl_s = 6 * 3600
     stream = raw_messages(stream_log)
     partitioner = DefaultPartitioner()
@@ -218,22 +222,45 @@ def test_the_state_ttl_evicts_users_inactive_for_longer_than_it(kafka_bootstrap,
     expired = {user for user, (p, ts) in last_ts.items() if ts < stream_time[p] - ttl_s * 1000}
     assert 0 < len(expired) < len(last_ts)
 
-    worker = worker_factory(state_ttl_s=ttl_s, state_sweep_s="1").start()
+    # sweeps (every 3 s) come after the commit (every 0.3 s) of the batch that made them due
+    worker = worker_factory(state_ttl_s=ttl_s, state_sweep_s="3", commit_interval_s="0.3", processing_guarantee=guarantee).start()
     produce(kafka_bootstrap, EVENTS.name, stream)
     assert len(consume(kafka_bootstrap, UPDATES.name, len(stream), worker=worker)) >= len(stream)
+    changelog = f"{worker.env['SHIFTWATCH_APP_ID']}-users-changelog"
 
     def gone() -> set[str]:
         return {user for user in last_ts if get_json(worker.web_port, f"/users/{user}/interests")[0] == 404}
+
+    def tombstoned(expected: set[str]) -> set[str]:
+        records = consume(kafka_bootstrap, changelog, worker=worker, isolation_level="read_committed",
+                          until=lambda records: expected <= {r.key.decode() for r in records if r.value is None})  # fmt: skip
+        last = {r.key.decode(): r.value for r in sorted(records, key=lambda r: (r.partition, r.offset))}
+        return {user for user, value in last.items() if value is None}
 
     deadline = time.monotonic() + 30
     while gone() != expired:
         assert time.monotonic() < deadline, (sorted(gone() ^ expired), worker.tail())
         time.sleep(1)
     assert scrape(worker.web_port)[("shiftwatch_users_expired_total", ())] >= len(expired)
-    changelog = consume(kafka_bootstrap, f"{worker.env['SHIFTWATCH_APP_ID']}-users-changelog", worker=worker,
-                        until=lambda records: expired <= {r.key.decode() for r in records if r.value is None})  # fmt: skip
-    last = {r.key.decode(): r.value for r in sorted(changelog, key=lambda r: (r.partition, r.offset))}
-    assert {user for user, value in last.items() if value is None} == expired, "a tombstone is each evicted row's last word"
+    assert tombstoned(expired) == expired, "a tombstone is each evicted row's last word"
+
+    late = max(stream_time.values()) + 2 * ttl_s * 1000
+    clocks = {}
+    for n in range(1000):
+        key = f"clock-{n}".encode()
+        clocks.setdefault(partitioner(key, partitions, partitions), key)
+    used = set(stream_time)
+    assert used <= set(clocks)
+    produce(kafka_bootstrap, EVENTS.name, [
+        (clocks[p], json.dumps({"event_id": f"{clocks[p].decode()}:0", "user_id": clocks[p].decode(), "item_id": "1", "category_id": "1", "event_type": "view", "ts": late}).encode())
+        for p in sorted(used)
+    ])  # fmt: skip
+    everyone = set(last_ts)
+    deadline = time.monotonic() + 30
+    while gone() != everyone:
+        assert time.monotonic() < deadline, (sorted(everyone - gone()), worker.tail())
+        time.sleep(1)
+    assert tombstoned(everyone) == everyone
 
 
 @pytest.mark.kafka
