@@ -3,7 +3,8 @@
 Each takes a :class:`TrackInputs` (a history with everything a detector may read, computed
 once) and returns the positions of its alarms.
 
-* ``transformer``: :class:`~model.detector.ShiftDetector` on the model's distributions.
+* ``transformer``: :class:`~model.detector.ShiftDetector` on the model's recent interest
+  (:mod:`model.recent`, as the worker feeds it).
 * ``frequency_jsd``: the same detector on raw category frequencies (each event's category
   as a one-hot distribution, so its short-term view is an EWMA of recent categories):
   the same test without the model.
@@ -36,7 +37,7 @@ class TrackInputs:
     """A benchmark history and what the detectors read, one entry per event."""
 
     track: Track
-    model: list[Distribution]  # the transformer's interest distribution after each event
+    model: list[Distribution]  # the model's recent interest after each event (model/recent.py)
     surprisal: np.ndarray  # bits, of each event's category under the Markov baseline
 
 
@@ -47,7 +48,7 @@ class ChangeDetector(Protocol):
 
 
 class DistributionDetector:
-    """A :class:`ShiftDetector` fed the model's distributions, or one-hot categories."""
+    """A :class:`ShiftDetector` fed the model's recent interest, or one-hot categories."""
 
     def __init__(self, name: str, settings: DetectorSettings, use_model: bool):
         self.name = name

@@ -37,6 +37,7 @@ from model.detector import DetectorSettings, ShiftDetector
 from model.distribution import Distribution, from_model
 from model.evaluate import copied_outside_vocabulary
 from model.predict import score_outputs
+from model.recent import recent_interest_along
 from model.shift_benchmark import (
     NATURAL_THRESHOLD,
     NATURAL_WINDOW,
@@ -56,8 +57,8 @@ GRIDS: dict[str, Grid] = {
     "transformer": {
         "short_alpha": (0.3, 0.6, 1.0),
         "long_alpha": (0.02, 0.05),
-        "drift": (0.05, 0.15, 0.3),
-        "threshold": (0.25, 0.5, 1.0, 2.0),
+        "drift": (0.01, 0.02, 0.05, 0.1, 0.15, 0.3),
+        "threshold": (0.05, 0.1, 0.25, 0.5, 1.0, 2.0),
     },
     "page_hinkley": {"delta": (0.05, 0.5, 1.0), "threshold": (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)},
     "adwin": {"delta": (0.002, 0.01, 0.05, 0.2, 0.5, 0.9)},
@@ -129,7 +130,8 @@ def natural_split(log: EventLog, split: Split, settings: EvalSettings) -> list[T
 
 def with_inputs(checkpoint: Checkpoint, log: EventLog, tracks: Sequence[Track], settings: EvalSettings) -> list[TrackInputs]:
     """Everything the detectors read, computed once per track."""
-    distributions = model_distributions(checkpoint, [t.sequence for t in tracks], settings.detector.top_m)
+    shared = settings.detector
+    distributions = recent_interest_along(checkpoint, [t.sequence for t in tracks], shared.recent_events, shared.top_m)
     markov = markov_for(checkpoint, log)
     return [TrackInputs(t, d, markov.surprisal(t.sequence.categories)) for t, d in zip(tracks, distributions)]
 

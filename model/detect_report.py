@@ -111,8 +111,9 @@ def write_detect_report(result: dict[str, object], path: Path) -> None:
 
 ## One spliced test history
 
-The transformer's probabilities of the history's main categories after each event; the
-dashed line is the splice, the triangles the alarms.
+The transformer's recent interest (its reading of the last {settings['detector']['recent_events']} events, the detector's input)
+in the history's main categories after each event; the dashed line is the splice, the
+triangles the alarms.
 
 ![timeline]({timeline_png.name})
 

@@ -62,6 +62,7 @@ class DetectorSettings:
     min_events: int = 10  # events a user needs before the first alarm
     min_change: float = 0.05  # smallest mass change a from/to category needs
     top_m: int = 20  # categories kept per distribution
+    recent_events: int = 10  # events the model reads for each input distribution (model/recent.py)
     max_categories: int = 3  # from/to categories listed per shift
     evidence_events: int = 8  # recent events kept as evidence
     evidence_listed: int = 5  # events listed per shift
@@ -71,8 +72,8 @@ class DetectorSettings:
             raise ValueError("need 0 < long_alpha <= short_alpha <= 1")
         if self.threshold <= 0 or self.drift < 0 or self.release < 0:
             raise ValueError("need threshold > 0, drift >= 0 and release >= 0")
-        if min(self.cooldown, self.min_events) < 1 or min(self.top_m, self.max_categories, self.evidence_listed) < 1:
-            raise ValueError("cooldown, min_events, top_m, max_categories and evidence_listed must be >= 1")
+        if min(self.cooldown, self.min_events, self.recent_events) < 1 or min(self.top_m, self.max_categories, self.evidence_listed) < 1:
+            raise ValueError("cooldown, min_events, recent_events, top_m, max_categories and evidence_listed must be >= 1")
 
 
 @dataclass

@@ -22,6 +22,7 @@ from model.checkpoint import Checkpoint
 from model.detector import Shift, ShiftDetector
 from model.distribution import Distribution, from_model
 from model.engine import EventTokens, IncrementalEngine, UserEvent
+from model.recent import recent_interest
 from model.events import StoredEvent
 from model.vocab import OOV_ID, TokenSequence, Tokenizer
 from stream.privacy import Pseudonymiser
@@ -132,12 +133,12 @@ class InterestPipeline:
     def __init__(self, checkpoint: Checkpoint, settings: Settings, detector: ShiftDetector | None = None):
         self.settings = settings
         self.tokenizer: Tokenizer = checkpoint.tokenizer
+        self.model = checkpoint.model
         self.keep = checkpoint.config.receptive_field
         self.engine = IncrementalEngine(
             checkpoint.model, checkpoint.model_version, self, budget_bytes=settings.cache_mb * 2**20, top_k=0
         )
         self.detector = detector or ShiftDetector()
-        self.categories_kept = max(settings.top_k, self.detector.settings.top_m)
         self._snapshots: dict[tuple[str, int], Admitted] = {}
         self._last_published: dict[str, np.ndarray] = {}  # only with a publish threshold
         self.pseudonyms = Pseudonymiser(settings.pseudonym_key.encode())
@@ -147,10 +148,10 @@ class InterestPipeline:
         user's cache is rebuilt under the new model and vocabulary on their next event; their
         detector state (distributions over raw categories) carries over."""
         self.tokenizer = checkpoint.tokenizer
+        self.model = checkpoint.model
         self.keep = checkpoint.config.receptive_field
         self.engine.swap(checkpoint.model, checkpoint.model_version)
         self.detector = detector
-        self.categories_kept = max(self.settings.top_k, detector.settings.top_m)
         self._last_published.clear()
 
     def row_key(self, message_key: bytes) -> bytes:
@@ -206,13 +207,26 @@ class InterestPipeline:
         columns = np.asarray(rows, dtype=np.int64).reshape(-1, 4).T
         return TokenSequence(*(np.ascontiguousarray(c) for c in columns))
 
-    def _event_tokens(self, admitted: Admitted, i: int) -> tuple[int, int, int, int]:
-        """Model ids of ``admitted.events[i]``, its time gap taken from the event before."""
+    def _event_tokens(self, admitted: Admitted, i: int, opens_window: bool = False) -> tuple[int, int, int, int]:
+        """Model ids of ``admitted.events[i]``, its time gap taken from the event before (none
+        for the first event of a window)."""
         events = admitted.events
         event = events[i]
-        previous = events[i - 1].ts if i > 0 else admitted.before_ts
+        previous = None if opens_window else events[i - 1].ts if i > 0 else admitted.before_ts
         gap = None if previous is None else (event.ts - previous) // 1000
         return self.tokenizer.encode_event(event.item_id, event.category_id, event.event_type, gap)
+
+    def _recent_interest(self, segment: Sequence[Admitted]) -> list[Distribution]:
+        """Each event's input to the detector: the model's interest from the user's last
+        ``recent_events`` events alone (model/recent.py)."""
+        windows, categories = [], []
+        for a in segment:
+            first = max(0, a.index + 1 - self.detector.settings.recent_events)
+            rows = [self._event_tokens(a, i, opens_window=i == first) for i in range(first, a.index + 1)]
+            columns = np.asarray(rows, dtype=np.int64).reshape(-1, 4).T
+            windows.append(TokenSequence(*(np.ascontiguousarray(c) for c in columns)))
+            categories.append([e.category_id for e in a.events[first : a.index + 1]])
+        return recent_interest(self.model, self.tokenizer, windows, categories, self.detector.settings.top_m)
 
     def score(self, batch: Sequence[Admitted]) -> Scored:
         """Updates for the admitted events, in order, and the shifts they raise."""
@@ -236,14 +250,15 @@ class InterestPipeline:
             self._snapshots = {}
         probs = result.category_probs.astype(np.float64)
         entropy = -torch.special.xlogy(torch.from_numpy(probs), torch.from_numpy(probs)).sum(dim=1).numpy()
-        k = min(self.categories_kept, probs.shape[1] - OOV_ID - 1)
+        k = min(self.settings.top_k, probs.shape[1] - OOV_ID - 1)
         # padding and the generator's own OOV mass are not categories
         best = torch.from_numpy(result.category_probs[:, OOV_ID + 1 :]).topk(k, dim=1).indices.numpy() + OOV_ID + 1
+        recent = self._recent_interest(segment)
         for row, admitted in enumerate(segment):
             copied = self._copied_outside_vocabulary(admitted, result.copy_weights[row], result.copy_positions[row])
-            distribution = from_model(probs[row], best[row], self.tokenizer.categories, copied, self.categories_kept)
+            distribution = from_model(probs[row], best[row], self.tokenizer.categories, copied, self.settings.top_k)
             scored.updates.append(self._update(admitted, result.model_version, probs[row], float(entropy[row]), distribution))
-            shift = self.detector.update(admitted.state.detector, distribution, admitted.event)
+            shift = self.detector.update(admitted.state.detector, recent[row], admitted.event)
             if shift is not None:
                 record = self._shift(admitted, result.model_version, shift)
                 admitted.state.shifts.append(brief(record))

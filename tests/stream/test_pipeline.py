@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from model.detector import ShiftDetector
+from model.detector import DetectorState, ShiftDetector
+from model.recent import recent_interest_along
+from model.shift_benchmark import Track
 from stream.pipeline import Admitted, Ignored, InterestPipeline, Refused, shift_id
 from stream.settings import Settings
 from stream.state import UserState
@@ -128,6 +130,26 @@ def test_a_spliced_history_raises_one_shift_at_the_seam(checkpoint) -> None:
     assert shift["evidence"] and all(e["ts"] <= shift["ts"] for e in shift["evidence"])
     assert shift["shift_id"] == shift_id(shift["user_id"], shift["event_id"])
     InterestShift.from_data(shift)  # the record's contract
+
+
+def test_the_detector_is_fed_the_recent_interest_detect_eval_scores(log, checkpoint) -> None:
+    """The worker's detector input is :func:`model.recent.recent_interest_along`, the input
+    ``detect-eval`` tunes and scores the detector on: the same shifts at the same events."""
+    detector = ShiftDetector(SMALL_MODEL_DETECTOR)
+    shifts = run_pipeline(InterestPipeline(checkpoint, Settings(), detector), raw_messages(log), 16)[3]
+    settings = SMALL_MODEL_DETECTOR
+    offline = []
+    for user, recent in zip(log.users, recent_interest_along(checkpoint, log.users, settings.recent_events, settings.top_m, progress=False)):
+        state = DetectorState()
+        for event, distribution in zip(Track(user.user_id, "natural", user, ()).events(), recent):
+            shift = detector.update(state, distribution, event)
+            if shift is not None:
+                offline.append((user.user_id, shift.events_seen, [m.category_id for m in shift.to_categories], shift.divergence))
+    assert offline, "the sample should hold shifts"
+    published = [(s["user_id"], s["sequence_length"], [c["category_id"] for c in s["to_categories"]], s["divergence"]) for s in shifts]
+    published, offline = sorted(published), sorted(offline)
+    assert [p[:3] for p in published] == [o[:3] for o in offline]
+    assert [p[3] for p in published] == pytest.approx([o[3] for o in offline], abs=1e-4)  # batched windows: float rounding
 
 
 @pytest.mark.parametrize("batch_size", [1, 64])
