@@ -44,7 +44,7 @@ def plot_timeline(timeline: dict[str, object], path: Path) -> None:
         color, height = styles.get(name, ("tab:olive", 0.2))
         axes.scatter(alarms, [height] * len(alarms), marker="v", s=70, color=color, label=f"{name} alarm", zorder=3)
     axes.set_xlabel("event")
-    axes.set_ylabel("interest probability (transformer)")
+    axes.set_ylabel("recent interest (transformer)")
     axes.set_ylim(0, 1.05)
     axes.set_title(f"{timeline['track']}: top categories over time")
     axes.legend(fontsize=7, ncols=3, loc="upper left")
