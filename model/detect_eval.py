@@ -34,10 +34,9 @@ from model.change_metrics import DetectionScore, match, score_alarms
 from model.checkpoint import Checkpoint
 from model.data import EventLog, UserSequence
 from model.detector import DetectorSettings, ShiftDetector
-from model.distribution import Distribution, from_model
-from model.evaluate import copied_outside_vocabulary
+from model.distribution import Distribution
 from model.predict import score_outputs
-from model.recent import recent_interest_along
+from model.recent import recent_interest_along, scored_interest
 from model.shift_benchmark import (
     NATURAL_THRESHOLD,
     NATURAL_WINDOW,
@@ -101,11 +100,8 @@ def model_distributions(
     total = sum(len(s) for s in sequences)
     with tqdm(total=total, desc="model distributions", unit="event", leave=False, disable=not progress) as bar:
         for scored in score_outputs(checkpoint.model, tokens, wanted, "category"):
-            k = min(m, scored.scores.shape[1] - 1)
-            best = np.argpartition(-scored.scores, k, axis=1)[:, :k]
-            for row, (s, position) in enumerate(zip(scored.sequences, scored.outputs)):
-                copied = copied_outside_vocabulary(scored, row, tokens[s].categories, sequences[s].categories)
-                out[s][position] = from_model(scored.scores[row].astype(np.float64), best[row], vocabulary, copied, m)
+            for s, position, interest in scored_interest(scored, tokens, [q.categories for q in sequences], vocabulary, m):
+                out[s][position] = interest
             bar.update(len(scored.outputs))
     return out
 

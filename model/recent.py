@@ -12,7 +12,7 @@ over a short window per event, batched; the worker (:mod:`stream.pipeline`) and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -22,9 +22,21 @@ from model.checkpoint import Checkpoint
 from model.data import UserSequence
 from model.distribution import Distribution, from_model
 from model.evaluate import copied_outside_vocabulary
-from model.predict import score_outputs
+from model.predict import Scored, score_outputs
 from model.transformer import InterestTransformer
-from model.vocab import TokenSequence, Tokenizer
+from model.vocab import TokenSequence, Tokenizer, Vocabulary
+
+
+def scored_interest(
+    scored: Scored, tokens: Sequence[TokenSequence], raw_categories: Sequence[Sequence[str]], vocabulary: Vocabulary, m: int
+) -> Iterator[tuple[int, int, Distribution]]:
+    """``(sequence, output position, interest)`` for each category output of ``scored``,
+    by raw category id, ``m`` categories kept."""
+    k = min(m, scored.scores.shape[1] - 1)
+    best = np.argpartition(-scored.scores, k, axis=1)[:, :k]
+    for row, (s, position) in enumerate(zip(scored.sequences, scored.outputs)):
+        copied = copied_outside_vocabulary(scored, row, tokens[s].categories, raw_categories[s])
+        yield s, position, from_model(scored.scores[row].astype(np.float64), best[row], vocabulary, copied, m)
 
 
 def recent_interest(
@@ -35,11 +47,8 @@ def recent_interest(
     out: list[Distribution] = [{} for _ in windows]
     wanted = [np.array([len(w) - 1]) for w in windows]
     for scored in score_outputs(model, windows, wanted, "category", batch_size=256):
-        k = min(m, scored.scores.shape[1] - 1)
-        best = np.argpartition(-scored.scores, k, axis=1)[:, :k]
-        for row, s in enumerate(scored.sequences):
-            copied = copied_outside_vocabulary(scored, row, windows[s].categories, raw_categories[s])
-            out[s] = from_model(scored.scores[row].astype(np.float64), best[row], tokenizer.categories, copied, m)
+        for s, _, interest in scored_interest(scored, windows, raw_categories, tokenizer.categories, m):
+            out[s] = interest
     return out
 
 

@@ -202,8 +202,9 @@ class InterestPipeline:
         start = max(0, stop - count)
         return self._tokens(admitted, start, stop)
 
-    def _tokens(self, admitted: Admitted, start: int, stop: int) -> TokenSequence:
-        rows = [self._event_tokens(admitted, i) for i in range(start, stop)]
+    def _tokens(self, admitted: Admitted, start: int, stop: int, window: bool = False) -> TokenSequence:
+        """Model ids of ``admitted.events[start:stop]``; a ``window`` knows no gap before its first."""
+        rows = [self._event_tokens(admitted, i, opens_window=window and i == start) for i in range(start, stop)]
         columns = np.asarray(rows, dtype=np.int64).reshape(-1, 4).T
         return TokenSequence(*(np.ascontiguousarray(c) for c in columns))
 
@@ -222,9 +223,7 @@ class InterestPipeline:
         windows, categories = [], []
         for a in segment:
             first = max(0, a.index + 1 - self.detector.settings.recent_events)
-            rows = [self._event_tokens(a, i, opens_window=i == first) for i in range(first, a.index + 1)]
-            columns = np.asarray(rows, dtype=np.int64).reshape(-1, 4).T
-            windows.append(TokenSequence(*(np.ascontiguousarray(c) for c in columns)))
+            windows.append(self._tokens(a, first, a.index + 1, window=True))
             categories.append([e.category_id for e in a.events[first : a.index + 1]])
         return recent_interest(self.model, self.tokenizer, windows, categories, self.detector.settings.top_m)
 
