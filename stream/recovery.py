@@ -1,5 +1,5 @@
-"""Three fixes to Faust (faust-streaming 0.15.3) so that a restart or rebalance loses no input
-and repeats no committed output.
+"""Four fixes to Faust (faust-streaming 0.15.3) so that a start, restart or rebalance loses no
+input and repeats no committed output.
 
 We measured about half of the restarts under load losing messages, some 20 per partition
 (never processed, while later offsets were processed and committed; in the spirit of
@@ -24,14 +24,25 @@ And one race repeats output under ``processing_guarantee="exactly_once"``:
    committed twice. :class:`SafeConsumer` commits only between batches: an agent holds
    ``consumer.between_batches`` for each batch.
 
+And one race leaves a topic unread for minutes:
+
+4. Faust creates its internal topics (``shiftwatch demand``'s category moves, changelogs) and
+   subscribes at once. If the broker's metadata does not list a topic yet when aiokafka
+   fetches it for the subscription, the group is assigned none of its partitions, and aiokafka
+   looks again only after ``consumer_metadata_max_age_ms`` (5 minutes). The consumer of
+   :class:`SafeConsumer` waits until the metadata lists every subscribed topic (at most
+   :data:`TOPIC_WAIT_S`) before it subscribes.
+
 ``tests/stream/test_worker.py`` restarts a worker mid-stream (killed and stopped) and checks
 that every event gets its update; ``tests/stream/test_faults.py`` that under exactly-once a
-killed worker's updates are committed once each.
+killed worker's updates are committed once each; ``tests/stream/test_recovery.py`` that a
+subscription waits for a topic created after it was asked for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -39,8 +50,11 @@ from typing import Any
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import RecordMap
-from faust.transport.drivers.aiokafka import Consumer
+from aiokafka import AIOKafkaClient
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
+
+TOPIC_WAIT_S = 15.0  # a topic missing longer than this is missing (not yet created by `shiftwatch topics create`)
 
 
 class QueueSafeRecovery(Recovery):
@@ -77,6 +91,9 @@ class SafeConsumer(Consumer):
         super().__init__(*args, **kwargs)
         self.between_batches = asyncio.Lock()
 
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return TopicWaitingConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
     async def commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
         async with self.between_batches:
             return await super().commit(topics, start_new_transaction=start_new_transaction)
@@ -84,6 +101,29 @@ class SafeConsumer(Consumer):
     async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> RecordMap:
         snapshot = None if active_partitions is None else set(active_partitions)
         return await super()._getmany(snapshot, timeout)
+
+
+class TopicWaitingConsumerThread(AIOKafkaConsumerThread):
+    """Faust's consumer thread, subscribing once the cluster's metadata lists the topics."""
+
+    async def subscribe(self, topics: Iterable[str]) -> None:
+        topics = set(topics)
+        missing = await self.call_thread(unknown_topics_after, self._ensure_consumer()._client, topics, TOPIC_WAIT_S)
+        if missing:
+            self.log.warning("Subscribing to topics the cluster does not list after %.0f s: %s", TOPIC_WAIT_S, ", ".join(sorted(missing)))
+        await super().subscribe(topics)
+
+
+async def unknown_topics_after(client: AIOKafkaClient, topics: set[str], timeout_s: float, poll_s: float = 0.1) -> set[str]:
+    """Which of ``topics`` the cluster's metadata still does not list after waiting up to
+    ``timeout_s`` for them (none, as soon as it lists them all)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        cluster = await client.fetch_all_metadata()
+        missing = {topic for topic in topics if not cluster.partitions_for_topic(topic)}
+        if not missing or time.monotonic() >= deadline:
+            return missing
+        await asyncio.sleep(poll_s)
 
 
 @contextmanager
