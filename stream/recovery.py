@@ -54,7 +54,7 @@ from aiokafka import AIOKafkaClient
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
 
-TOPIC_WAIT_S = 15.0  # a topic missing longer than this is missing (not yet created by `shiftwatch topics create`)
+TOPIC_WAIT_S = 15.0  # a topic the metadata lacks for longer than this is missing, not late
 
 
 class QueueSafeRecovery(Recovery):
@@ -110,7 +110,10 @@ class TopicWaitingConsumerThread(AIOKafkaConsumerThread):
         topics = set(topics)
         missing = await self.call_thread(unknown_topics_after, self._ensure_consumer()._client, topics, TOPIC_WAIT_S)
         if missing:
-            self.log.warning("Subscribing to topics the cluster does not list after %.0f s: %s", TOPIC_WAIT_S, ", ".join(sorted(missing)))
+            self.log.warning(
+                "Subscribing to topics the cluster does not list after %.0f s (ShiftWatch's come from `shiftwatch topics create`): %s",
+                TOPIC_WAIT_S, ", ".join(sorted(missing)),
+            )  # fmt: skip
         await super().subscribe(topics)
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from aiokafka.partitioner import DefaultPartitioner
 
 from model.checkpoint import Checkpoint
 from model.config import ModelConfig
@@ -21,6 +22,7 @@ from stream.replay import messages
 from stream.settings import Settings
 from stream.state import UserState
 from tests.conftest import TAOBAO_SAMPLE
+from topics.specs import PARTITIONS
 
 
 NOW_MS = 1_800_000_000_000
@@ -81,6 +83,22 @@ def assert_update_matches(update: dict, checkpoint: Checkpoint, reference: np.nd
 def raw_messages(log: EventLog) -> list[tuple[bytes, bytes]]:
     """(key, value) of every event, in the order the replay produces them."""
     return [(key, value) for _, key, value in messages(log)]
+
+
+def partition_of(key: bytes) -> int:
+    """The partition of a ShiftWatch topic Kafka's default partitioner gives ``key``."""
+    return DefaultPartitioner()(key, list(range(PARTITIONS)), list(range(PARTITIONS)))
+
+
+def key_per_partition(prefix: str) -> dict[int, bytes]:
+    """One key ``<prefix>-<n>`` for each partition of a ShiftWatch topic."""
+    by_partition: dict[int, bytes] = {}
+    n = 0
+    while len(by_partition) < PARTITIONS:
+        key = f"{prefix}-{n}".encode()
+        by_partition.setdefault(partition_of(key), key)
+        n += 1
+    return by_partition
 
 
 def event_value(**fields: object) -> bytes:

@@ -9,17 +9,16 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 import pytest
-from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.cli import main
 from stream.demand import CategoryMove, Demand, category_moves, top_movers
 from stream.worker import WorkerProcess
 from tests.stream.conftest import consume, produce
-from tests.stream.helpers import raw_messages
+from tests.stream.helpers import key_per_partition, raw_messages
 from topics.client import decode
 from topics.records import CategoryDemand
-from topics.specs import DEMAND, EVENTS, PARTITIONS, SHIFTS
+from topics.specs import DEMAND, EVENTS, SHIFTS
 
 DAY_S = 86_400
 TUMBLING_S, HOPPING_S, HOP_S = DAY_S, 2 * DAY_S, DAY_S // 2
@@ -110,18 +109,6 @@ def wait_for(service: WorkerProcess, check, timeout: float = 120.0) -> dict:
     raise AssertionError(f"timed out; last stats {stats}\n{service.tail()}")
 
 
-def key_per_partition(prefix: str) -> list[bytes]:
-    """One key for each partition of a topic, as Kafka's default partitioner places them."""
-    partitioner = DefaultPartitioner()
-    by_partition: dict[int, bytes] = {}
-    n = 0
-    while len(by_partition) < PARTITIONS:
-        key = f"{prefix}-{n}".encode()
-        by_partition.setdefault(partitioner(key, list(range(PARTITIONS)), list(range(PARTITIONS))), key)
-        n += 1
-    return sorted(by_partition.values())
-
-
 @pytest.mark.kafka
 @pytest.mark.parametrize("crash", [False, True], ids=["steady", "killed-and-restarted"])
 def test_demand_windows_from_a_replayed_history_match_the_shifts(crash, kafka_bootstrap, worker_factory, stream_log, stream_shifts) -> None:
@@ -168,7 +155,7 @@ def test_demand_windows_from_a_replayed_history_match_the_shifts(crash, kafka_bo
     flushes = [
         (user, json.dumps({**shifts[0], "shift_id": f"flush-{user.decode()}", "user_id": user.decode(), "ts": later,
                            "from_categories": [], "to_categories": [{"category_id": "flush", "before": 0.0, "after": 0.1}]}).encode())
-        for user in key_per_partition("flush")
+        for user in key_per_partition("flush").values()
     ]  # fmt: skip
     produce(kafka_bootstrap, SHIFTS.name, [(first.key, first.value), *flushes])
     distinct = lambda records: len({decode(DEMAND.name, r.value).demand_id for r in records})  # noqa: E731

@@ -10,16 +10,15 @@ import time
 from collections import Counter
 
 import pytest
-from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream.kafka import wait_until_ready
 from stream.validation import REASONS
 from tests.stream.conftest import consume, produce
-from tests.stream.helpers import assert_update_matches, offline_probabilities, raw_messages, same_update
+from tests.stream.helpers import assert_update_matches, key_per_partition, offline_probabilities, partition_of, raw_messages, same_update
 from tests.stream.test_worker import get_json, scrape
-from topics.specs import EVENTS, INVALID, PARTITIONS, UPDATES
+from topics.specs import EVENTS, INVALID, UPDATES
 
 FUZZ_CASES = 10_000
 NOW_MS = int(time.time() * 1000)
@@ -213,11 +212,9 @@ def test_the_state_ttl_evicts_users_inactive_for_longer_than_it(kafka_bootstrap,
     too, a reader of committed messages sees every tombstone."""
     ttl_s = 6 * 3600
     stream = raw_messages(stream_log)
-    partitioner = DefaultPartitioner()
-    partitions = list(range(PARTITIONS))
     last_ts: dict[str, tuple[int, int]] = {}  # worked out here: user -> (input partition, last event time)
     for key, value in stream:
-        last_ts[key.decode()] = (partitioner(key, partitions, partitions), json.loads(value)["ts"])
+        last_ts[key.decode()] = (partition_of(key), json.loads(value)["ts"])
     stream_time = {p: max(ts for q, ts in last_ts.values() if q == p) for p, _ in last_ts.values()}
     expired = {user for user, (p, ts) in last_ts.items() if ts < stream_time[p] - ttl_s * 1000}
     assert 0 < len(expired) < len(last_ts)
@@ -228,8 +225,11 @@ def test_the_state_ttl_evicts_users_inactive_for_longer_than_it(kafka_bootstrap,
     assert len(consume(kafka_bootstrap, UPDATES.name, len(stream), worker=worker)) >= len(stream)
     changelog = f"{worker.env['SHIFTWATCH_APP_ID']}-users-changelog"
 
-    def gone() -> set[str]:
-        return {user for user in last_ts if get_json(worker.web_port, f"/users/{user}/interests")[0] == 404}
+    def wait_until_gone(expected: set[str]) -> None:
+        deadline = time.monotonic() + 30
+        while (gone := {user for user in last_ts if get_json(worker.web_port, f"/users/{user}/interests")[0] == 404}) != expected:
+            assert time.monotonic() < deadline, (sorted(gone ^ expected), worker.tail())
+            time.sleep(1)
 
     def tombstoned(expected: set[str]) -> set[str]:
         records = consume(kafka_bootstrap, changelog, worker=worker, isolation_level="read_committed",
@@ -237,29 +237,19 @@ def test_the_state_ttl_evicts_users_inactive_for_longer_than_it(kafka_bootstrap,
         last = {r.key.decode(): r.value for r in sorted(records, key=lambda r: (r.partition, r.offset))}
         return {user for user, value in last.items() if value is None}
 
-    deadline = time.monotonic() + 30
-    while gone() != expired:
-        assert time.monotonic() < deadline, (sorted(gone() ^ expired), worker.tail())
-        time.sleep(1)
+    wait_until_gone(expired)
     assert scrape(worker.web_port)[("shiftwatch_users_expired_total", ())] >= len(expired)
     assert tombstoned(expired) == expired, "a tombstone is each evicted row's last word"
 
     late = max(stream_time.values()) + 2 * ttl_s * 1000
-    clocks = {}
-    for n in range(1000):
-        key = f"clock-{n}".encode()
-        clocks.setdefault(partitioner(key, partitions, partitions), key)
+    clocks = key_per_partition("clock")
     used = set(stream_time)
-    assert used <= set(clocks)
     produce(kafka_bootstrap, EVENTS.name, [
         (clocks[p], json.dumps({"event_id": f"{clocks[p].decode()}:0", "user_id": clocks[p].decode(), "item_id": "1", "category_id": "1", "event_type": "view", "ts": late}).encode())
         for p in sorted(used)
     ])  # fmt: skip
     everyone = set(last_ts)
-    deadline = time.monotonic() + 30
-    while gone() != everyone:
-        assert time.monotonic() < deadline, (sorted(everyone - gone()), worker.tail())
-        time.sleep(1)
+    wait_until_gone(everyone)
     assert tombstoned(everyone) == everyone
 
 
