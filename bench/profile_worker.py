@@ -4,7 +4,7 @@ Run ``python -m bench.profile_worker`` (needs ``py-spy``: ``.venv/bin/pip instal
 py-spy==0.4.3``; not a project dependency). It starts the embedded broker, replays the
 shipped Taobao sample, starts a worker, lets it warm up, samples it with py-spy for
 ``--seconds`` and writes ``bench/results/profile.md``: the share of samples per thread (the
-event loop, the engine's executor thread, Faust's consumer thread) and the functions with
+event loop, the default executor's threads that score, Faust's consumer thread) and the functions with
 the most samples, inclusive, grouped by function.
 """
 
@@ -29,11 +29,19 @@ from stream.replay import replay
 from stream.worker import WorkerProcess
 
 DEFAULT_DATA = Path("data/taobao/UserBehavior_head_84475rows.csv.gz")
-THREADS = {"MainThread": "event loop: Faust stream, admission, publishing, rows", "asyncio_0": "executor: engine step, updates"}
 WRAPPERS = re.compile(
     r"^(BaseEventLoop\.|Thread\.|_WorkItem\.|Handle\._run|Agent\._execute_actor|Worker\.execute|EpollSelector|"
     r"no_grad|_worker |main |<module>|_run_code|_run_module_as_main)"
 )
+
+
+def thread_role(name: str) -> str:
+    """What a worker thread py-spy names does: asyncio's default executor may run several."""
+    if name == "MainThread":
+        return "event loop: Faust stream, admission, publishing, rows"
+    if name.startswith("asyncio_"):
+        return "default executor: engine step, recent interest, updates, model watcher"
+    return "other: Faust consumer thread"
 
 
 def sample(data: Path, checkpoint: Path, seconds: int, warmup_s: float, rate: int) -> Path:
@@ -87,7 +95,7 @@ def summarise(raw: Path, seconds: int, rate: int, top: int = 20) -> str:
         rows = [f"| `{function}` | {n / total:.1%} |" for function, n in counts.most_common(top)]
         return [f"| {title} | share of samples |", "|---|---:|", *rows, ""]
 
-    threads = [f"| {name} ({THREADS.get(name, 'other: Faust consumer thread')}) | {n / total:.1%} |" for name, n in by_thread.most_common()]
+    threads = [f"| {name} ({thread_role(name)}) | {n / total:.1%} |" for name, n in by_thread.most_common()]
     return "\n".join(
         [
             "# Worker profile",
