@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from model.batching import Piece, batches_by_length, pad_batch, pieces_for
-from model.transformer import InterestTransformer, mix
+from model.transformer import InterestTransformer
 from model.vocab import TokenSequence
 
 Head = Literal["category", "item"]
@@ -68,13 +68,13 @@ def score_outputs(
                 starts.extend([piece.input_start] * len(inside))
             rows_t, columns_t = torch.tensor(rows), torch.tensor(columns)
             if head == "category":
-                generated, copy_weights = model.category_mixture(encoding)
-                probs = mix(generated, copy_weights, batch.categories)
+                generated, copy_weights = model.category_mixture_at(encoding, rows_t, columns_t)
+                probs = generated.scatter_add(-1, batch.categories[rows_t], copy_weights)
                 yield Scored(
                     np.asarray(sequences),
                     np.asarray(outputs),
-                    probs[rows_t, columns_t].numpy(),
-                    copy_weights[rows_t, columns_t].numpy(),
+                    probs.numpy(),
+                    copy_weights.numpy(),
                     np.asarray(starts),
                 )
             else:

@@ -238,8 +238,21 @@ class InterestTransformer(nn.Module):
         weights ``(1 - gate) * attention``, ``(B, T, T)``: the mass each output gives to
         each earlier event's category.
         """
-        gate = self.copy_gate_probs(encoding.hidden)
-        return gate * self.generator_log_probs(encoding.hidden).exp(), (1 - gate) * self.copy_attention(encoding)
+        batch, length = encoding.hidden.shape[:2]
+        rows = torch.arange(batch, device=encoding.hidden.device).repeat_interleave(length)
+        columns = torch.arange(length, device=encoding.hidden.device).repeat(batch)
+        generated, copy_weights = self.category_mixture_at(encoding, rows, columns)
+        return generated.view(batch, length, -1), copy_weights.view(batch, length, length)
+
+    def category_mixture_at(self, encoding: Encoding, rows: Tensor, columns: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`category_mixture` of the outputs ``(rows[i], columns[i])`` only,
+        ``(N, n_categories)`` and ``(N, T)``: only they pay for the heads."""
+        hidden = encoding.hidden[rows, columns]
+        steps = torch.arange(encoding.hidden.shape[1], device=hidden.device)
+        offsets = (columns[:, None] - steps[None, :])[:, None]
+        attention = self.copy_logits(self.copy_query(hidden)[:, None], encoding.copy_keys[rows], offsets)[:, 0].softmax(dim=-1)
+        gate = self.copy_gate_probs(hidden)
+        return gate * self.generator_log_probs(hidden).exp(), (1 - gate) * attention
 
     def category_probs(self, encoding: Encoding) -> Tensor:
         """The interest distribution ``(B, T, n_categories)`` after each event."""

@@ -93,3 +93,16 @@ def test_config_rejects_bad_shapes() -> None:
         ModelConfig(n_items=5, n_categories=5, d_model=12, n_heads=4)
     with pytest.raises(ValueError, match="copy_window"):
         ModelConfig(n_items=5, n_categories=5, n_layers=1, window=4, copy_window=5)
+
+
+def test_the_mixture_at_chosen_outputs_is_the_mixture_there(small_model, small_config) -> None:
+    """Heads run at some outputs only give what the heads run at every position give there."""
+    with torch.no_grad():
+        encoding = small_model.encode(random_batch(small_config, 3, 9))
+        gate = small_model.copy_gate_probs(encoding.hidden)
+        everywhere = gate * small_model.generator_log_probs(encoding.hidden).exp(), (1 - gate) * small_model.copy_attention(encoding)
+        rows, columns = torch.tensor([0, 0, 2, 1]), torch.tensor([8, 0, 4, 8])
+        generated, copy_weights = small_model.category_mixture_at(encoding, rows, columns)
+    assert torch.allclose(generated, everywhere[0][rows, columns], atol=1e-6)
+    assert torch.allclose(copy_weights, everywhere[1][rows, columns], atol=1e-6)
+    assert float(copy_weights[1, 1:].abs().max()) == 0.0  # the first output copies from the first event only
