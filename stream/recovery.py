@@ -47,10 +47,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from aiokafka import AIOKafkaClient
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import RecordMap
-from aiokafka import AIOKafkaClient
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 from faust.types import TP
 
