@@ -133,7 +133,6 @@ class InterestPipeline:
     def __init__(self, checkpoint: Checkpoint, settings: Settings, detector: ShiftDetector | None = None):
         self.settings = settings
         self.tokenizer: Tokenizer = checkpoint.tokenizer
-        self.model = checkpoint.model
         self.keep = checkpoint.config.receptive_field
         self.engine = IncrementalEngine(
             checkpoint.model, checkpoint.model_version, self, budget_bytes=settings.cache_mb * 2**20, top_k=0
@@ -148,7 +147,6 @@ class InterestPipeline:
         user's cache is rebuilt under the new model and vocabulary on their next event; their
         detector state (distributions over raw categories) carries over."""
         self.tokenizer = checkpoint.tokenizer
-        self.model = checkpoint.model
         self.keep = checkpoint.config.receptive_field
         self.engine.swap(checkpoint.model, checkpoint.model_version)
         self.detector = detector
@@ -225,7 +223,7 @@ class InterestPipeline:
             first = max(0, a.index + 1 - self.detector.settings.recent_events)
             windows.append(self._tokens(a, first, a.index + 1, window=True))
             categories.append([e.category_id for e in a.events[first : a.index + 1]])
-        return recent_interest(self.model, self.tokenizer, windows, categories, self.detector.settings.top_m)
+        return recent_interest(self.engine.model, self.tokenizer, windows, categories, self.detector.settings.top_m)
 
     def score(self, batch: Sequence[Admitted]) -> Scored:
         """Updates for the admitted events, in order, and the shifts they raise."""
