@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from model.data import EventLog
 from stream.broker import EmbeddedBroker
 from stream.kafka import create_topics
+from stream.settings import Settings
 from stream.replay import replay
 from stream.worker import WorkerProcess
 from topics.specs import EVENTS, PARTITIONS, UPDATES
@@ -155,7 +156,7 @@ def run_e2e_bench(log: EventLog, checkpoint: Path, config: E2EConfig = E2EConfig
         worker: WorkerProcess | None = None
         try:
             bootstrap = external or broker.start()  # type: ignore[union-attr]
-            asyncio.run(create_topics(bootstrap))
+            asyncio.run(create_topics(bootstrap, Settings().erasure_deadline_s))
             expected = asyncio.run(replay(log, bootstrap))
             raw_eps = asyncio.run(_raw_consumer(bootstrap, expected))
             trivial_eps = _trivial_faust(bootstrap, expected, workdir, config.timeout_s)

@@ -25,6 +25,7 @@ from pathlib import Path
 from model.data import load_event_log
 from stream.broker import EmbeddedBroker
 from stream.kafka import create_topics
+from stream.settings import Settings
 from stream.replay import replay
 from stream.worker import WorkerProcess
 
@@ -54,7 +55,7 @@ def sample(data: Path, checkpoint: Path, seconds: int, warmup_s: float, rate: in
     bootstrap = broker.start()
     worker = None
     try:
-        asyncio.run(create_topics(bootstrap))
+        asyncio.run(create_topics(bootstrap, Settings().erasure_deadline_s))
         asyncio.run(replay(load_event_log(data), bootstrap))
         worker = WorkerProcess(
             work / "worker.log", kafka_bootstrap=bootstrap, checkpoint=checkpoint, data_dir=work / "worker"

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from model.data import EventLog, load_event_log
 from stream.broker import EmbeddedBroker
 from stream.kafka import create_topics
+from stream.settings import Settings
 from stream.replay import messages
 from stream.worker import WorkerProcess
 from topics.specs import EVENTS
@@ -47,7 +48,7 @@ def rounds(log: EventLog, total: int) -> Iterator[tuple[bytes, bytes]]:
                 return
             event = json.loads(value)
             user = f"{event['user_id']}~{r}"
-            event.update(user_id=user, event_id=f"{user}:{event['event_id'].rsplit(':', 1)[1]}", ts=ts + r * span)
+            event.update(user_id=user, event_id=f"{event['event_id']}~{r}", ts=ts + r * span)
             yield user.encode(), json.dumps(event, separators=(",", ":")).encode()
             sent += 1
 
@@ -86,7 +87,7 @@ def run_soak(log: EventLog, checkpoint: Path, total: int, ttl_s: float, sample_s
         worker: WorkerProcess | None = None
         try:
             bootstrap = broker.start()
-            asyncio.run(create_topics(bootstrap))
+            asyncio.run(create_topics(bootstrap, Settings().erasure_deadline_s))
             worker = WorkerProcess(
                 Path(workdir) / "worker.log", kafka_bootstrap=bootstrap, app_id="shiftwatch-soak", checkpoint=checkpoint,
                 data_dir=Path(workdir) / "worker", state_ttl_s=ttl_s, state_sweep_s=10,

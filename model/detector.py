@@ -39,10 +39,12 @@ recent events) and lives in the user's table row, so it is recovered with the ro
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from model.calibration import IsotonicCalibration
+from model.checkpoint import META_FILE
 from model.distribution import Distribution, blend, jensen_shannon
 from model.events import StoredEvent
 
@@ -198,24 +200,51 @@ class ShiftDetector:
         )
 
 
-def save_detector(detector: ShiftDetector, directory: str | Path, provenance: dict[str, object]) -> Path:
-    """Write ``detector.json`` (settings, calibration, how they were fitted) into a checkpoint directory."""
+class DetectorMismatch(ValueError):
+    """``detector.json`` was tuned for another model version than the checkpoint beside it."""
+
+
+def tuned_for(directory: str | Path) -> str | None:
+    """The model version the directory's ``detector.json`` was tuned for (``None``: no file, or
+    one written before detectors recorded it)."""
     path = Path(directory) / DETECTOR_FILE
+    return json.loads(path.read_text()).get("model_version") if path.exists() else None
+
+
+def save_detector(detector: ShiftDetector, directory: str | Path, provenance: dict[str, object]) -> Path:
+    """Write ``detector.json`` (settings, calibration, how they were fitted, and the model
+    version of the checkpoint in ``directory``) atomically: a reader sees the old file or the new."""
+    directory = Path(directory)
+    meta = directory / META_FILE
     document = {
+        "model_version": json.loads(meta.read_text()).get("model_version") if meta.exists() else None,
         "settings": asdict(detector.settings),
         "calibration": None if detector.calibration is None else detector.calibration.to_dict(),
         "provenance": provenance,
     }
-    path.write_text(json.dumps(document, indent=1) + "\n")
+    path = directory / DETECTOR_FILE
+    partial = path.with_name(f".{DETECTOR_FILE}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(document, indent=1) + "\n")
+    os.replace(partial, path)
     return path
 
 
-def load_detector(directory: str | Path) -> ShiftDetector:
-    """The detector tuned for a checkpoint, or the defaults (uncalibrated) when it has none."""
+def load_detector(directory: str | Path, model_version: str | None = None) -> ShiftDetector:
+    """The detector tuned for a checkpoint, or the defaults (uncalibrated) when it has none.
+
+    Raises :class:`DetectorMismatch` when the file says it was tuned for a model version other
+    than ``model_version``: its thresholds and calibration mean nothing for another model."""
     path = Path(directory) / DETECTOR_FILE
     if not path.exists():
         return ShiftDetector()
     document = json.loads(path.read_text())
+    tuned = document.get("model_version")
+    if model_version is not None and tuned is not None and tuned != model_version:
+        raise DetectorMismatch(
+            f"{path} was tuned for model version {tuned}, not for {model_version}, the checkpoint beside it: "
+            f"run `shiftwatch detect-eval --checkpoint {directory} ...` (make detect-eval) to tune it for this model, "
+            "or delete the file to serve the uncalibrated defaults"
+        )
     calibration = document.get("calibration")
     return ShiftDetector(
         DetectorSettings(**document["settings"]),

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
@@ -39,23 +40,27 @@ from model.checkpoint import load_checkpoint
 from model.detector import load_detector
 from model.vocab import OOV_ID
 from stream.pipeline import Admitted, Ignored, InterestPipeline, Refused
-from stream.durable import current_event, delete_rows, transactional_id, write_rows
+from stream.durable import current_event, delete_rows, schedule_segment_rolls, transactional_id, write_rows
 from stream.faustapp import new_app
 from stream.hotswap import CheckpointWatcher, Loaded
 from stream.live import ShiftFeed
 from stream.metrics import WorkerMetrics
 from stream.settings import Settings
+from stream.guard import BatchGuard
 from stream.state import StateCache, UserState
+from stream.ttl import ActivityIndex
 from stream.views import add_views
 from topics.records import DeadLetter
-from topics.specs import EVENTS, FORGET, INVALID, PARTITIONS, SHIFTS, UPDATES
+from topics.specs import EVENTS, FORGET, INVALID, PARTITIONS, SHIFTS, UPDATES, changelog_config
+
+log = logging.getLogger(__name__)
 
 FLOW_CATEGORIES = 20  # categories with their own label value in shiftwatch_shift_flows_total
 
 
 def create_app(settings: Settings) -> faust.App:
     checkpoint = load_checkpoint(settings.checkpoint)
-    detector = load_detector(settings.checkpoint)
+    detector = load_detector(settings.checkpoint, checkpoint.model_version)
     pipeline = InterestPipeline(checkpoint, settings, detector)
     if settings.processing_guarantee == "exactly_once":
         # The local store may hold writes of transactions a crash aborted; rebuild it from the
@@ -97,26 +102,27 @@ def create_app(settings: Settings) -> faust.App:
         EVENTS.name, FORGET.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
         partitions=PARTITIONS,
     )  # fmt: skip
-    users = app.Table("users", partitions=PARTITIONS, key_type=bytes, value_type=bytes, help="user state rows (JSON)")
+    users = app.Table(
+        "users", partitions=PARTITIONS, key_type=bytes, value_type=bytes, help="user state rows (JSON)",
+        extra_topic_configs=changelog_config(int(settings.erasure_deadline_s * 1000)),
+    )  # fmt: skip
     # The table stays the truth; any rebalance may move users away and back, so the cache of
     # deserialised rows is dropped on every one.
     states = StateCache(settings.state_cache_users)
 
-    # For the TTL sweeper: each row's partition and last event time, and each partition's latest.
-    activity: dict[bytes, tuple[int, int]] = {}
-    stream_time: dict[int, int] = {}
-    scanned = [False]  # activity holds every row of the assigned partitions
+    activity = ActivityIndex() if settings.state_ttl_s > 0 else None
 
     @app.on_partitions_revoked.connect
     async def forget_states(sender: Any, revoked: Any, **kwargs: Any) -> None:
         states.clear()
-        activity.clear()
-        scanned[0] = False
+        if activity is not None:
+            activity.clear()
 
     def drop_from_memory(key: bytes) -> None:
         """Forget what this process holds about a user whose row goes (forgotten, or expired)."""
         states.drop(key)
-        activity.pop(key, None)
+        if activity is not None:
+            activity.drop(key)
         pipeline.forget(key.decode())
 
     def load(event: EventT, key: bytes) -> UserState:
@@ -158,23 +164,31 @@ def create_app(settings: Settings) -> faust.App:
                 found[key] = (state.source_partition, state.last_ts)
         return found
 
-    if settings.state_ttl_s > 0:
+    schedule_segment_rolls(app, users, EVENTS.name, settings.erasure_deadline_s, UPDATES.name)
+
+    if activity is not None:
 
         @app.timer(interval=settings.state_sweep_s)
         async def expire_inactive_users() -> None:
             async with app.consumer.between_batches:  # no batch is rewriting a row meanwhile
-                if not scanned[0]:
-                    activity.update(await asyncio.get_running_loop().run_in_executor(None, scan_activity))
-                    scanned[0] = True
-                ttl_ms = settings.state_ttl_s * 1000
-                expired = [
-                    (partition, key) for key, (partition, last_ts) in activity.items()
-                    if partition in stream_time and last_ts < stream_time[partition] - ttl_ms
-                ]  # fmt: skip
+                if not activity.scanned:
+                    activity.add_scanned(await asyncio.get_running_loop().run_in_executor(None, scan_activity))
+                expired = activity.expired(settings.state_ttl_s * 1000)
                 for _, key in expired:
                     drop_from_memory(key)
                 await delete_rows(app, users, expired)
             metrics.expired.inc(len(expired))
+
+    def admit_one(event: EventT, now_ms: int) -> tuple[tuple[bytes, UserState] | None, Admitted | Refused | Ignored]:
+        """One message's outcome, and its user's row (key and state) once it is valid."""
+        message = event.message
+        raw = message.value or b""
+        checked = pipeline.check(raw, message.key if isinstance(message.key, bytes) else None, message.partition, message.offset, now_ms)
+        if isinstance(checked, Refused):
+            return None, checked
+        key = checked.user_id.encode()  # the row key: the user id as stored (pseudonymised when that is on)
+        state = load(event, key)
+        return (key, state), pipeline.accept(checked, raw, state, message.partition, message.offset)
 
     async def process(batch: Sequence[EventT]) -> None:
         now_ms = int(time.time() * 1000)
@@ -184,17 +198,18 @@ def create_app(settings: Settings) -> faust.App:
         changed: dict[bytes, tuple[EventT, UserState]] = {}
         for event in batch:  # no await in this loop: a rebalance may not clear the states mid-batch
             message = event.message
-            raw_key = message.key if isinstance(message.key, bytes) else None
-            key = pipeline.row_key(raw_key) if raw_key is not None else None
-            state = load(event, key) if key is not None else UserState.empty()
-            outcome = pipeline.admit(message.value or b"", raw_key, message.partition, message.offset, state, now_ms)
+            try:
+                row, outcome = admit_one(event, now_ms)
+            except Exception as error:  # noqa: BLE001 - a bug on one message must not cost the batch
+                log.error("Admitting %s[%d]@%d raised %s", message.topic, message.partition, message.offset, type(error).__name__)
+                row, outcome = None, Refused(pipeline.internal_error(message.value or b"", message.partition, message.offset, error))
             processed[(message.topic, message.partition)] = message.offset
             if isinstance(outcome, Refused):
                 reason = outcome.dead_letter.reason
                 letters.append(outcome.dead_letter)
                 metrics.events.labels("late" if reason == "late" else "invalid").inc()
                 metrics.dead_letters.labels(reason).inc()
-                if reason != "late":  # a late event is counted in its user's row
+                if row is None:
                     continue
             elif isinstance(outcome, Ignored):
                 metrics.events.labels(outcome.why).inc()
@@ -202,7 +217,8 @@ def create_app(settings: Settings) -> faust.App:
                 metrics.events.labels("accepted").inc()
                 admitted.append(outcome)
                 ingested.append(message.timestamp)
-            changed[key] = (event, state)  # type: ignore[index]
+            if row is not None:
+                changed[row[0]] = (event, row[1])
         deliveries = [await send(INVALID.name, letter.user_id, letter.dumps(), letter.source_partition) for letter in letters]
         source = {a.user_id: a.state.source_partition for a in admitted}
         shifts: list[dict[str, object]] = []
@@ -226,47 +242,69 @@ def create_app(settings: Settings) -> faust.App:
             metrics.event_to_publish.observe(max(0.0, published - a.ts / 1000))
             metrics.ingest_to_publish.observe(max(0.0, published - arrived))
         await write_rows(app, users, [(event, key, state.to_json()) for key, (event, state) in changed.items()])
-        for key, (event, state) in changed.items():
-            if state.last_ts is not None:
-                partition = event.message.partition
-                activity[key] = (partition, state.last_ts)
-                stream_time[partition] = max(stream_time.get(partition, state.last_ts), state.last_ts)
+        if activity is not None:
+            for key, (event, state) in changed.items():
+                if state.last_ts is not None:
+                    activity.touch(key, event.message.partition, state.last_ts)
 
     async def erase(event: EventT) -> None:
-        """A forget request: the user's row, cached state and engine cache go, and a tombstone
-        replaces their last update on the compacted ``interest.updates``."""
+        """A forget request: the user's row, cached state and engine cache go, and tombstones
+        replace their last update on the compacted ``interest.updates`` and mark the end of
+        their shifts on ``interest.shifts`` (downstream services drop their state on it)."""
         message = event.message
-        if not isinstance(message.key, bytes) or not message.key:
+        key = pipeline.forget_key(message.key if isinstance(message.key, bytes) else None)
+        if key is None:
             letter = DeadLetter.of(
-                "forget_without_key", "forget requests must be keyed by the user id", FORGET.name, message.partition,
-                message.offset, message.value or b"",
+                "forget_without_key", "forget requests must be keyed by the user id (UTF-8, at most max_string_length)",
+                FORGET.name, message.partition, message.offset, message.value or b"", copy=not pipeline.pseudonyms.enabled,
             )  # fmt: skip
             metrics.dead_letters.labels(letter.reason).inc()
             await (await send(INVALID.name, None, letter.dumps(), message.partition))
             return
-        key = pipeline.row_key(message.key)
+        user = key.decode()
         drop_from_memory(key)
-        feed.forget(key.decode())
-        await (await send(UPDATES.name, key.decode(), None, message.partition))
+        feed.forget(user)
+        await asyncio.gather(
+            await send(UPDATES.name, user, None, message.partition), await send(SHIFTS.name, user, None, message.partition)
+        )
         await write_rows(app, users, [(event, key, None)])
         processed[(message.topic, message.partition)] = message.offset
         metrics.forgotten.inc()
+
+    async def handle(batch: Sequence[EventT]) -> None:
+        """A batch in the order it came, forget requests between the events around them."""
+        start = 0
+        for i, event in enumerate(batch):
+            if event.message.topic == FORGET.name:
+                if start < i:
+                    await process(batch[start:i])
+                await erase(event)
+                start = i + 1
+        if start < len(batch):
+            await process(batch[start:])
+
+    def drop_attempt(batch: Sequence[EventT]) -> Callable[[], None]:
+        """What a failed attempt leaves in memory goes; the rows it did not write are as they were."""
+
+        def reset() -> None:
+            states.clear()
+            for event in batch:
+                if isinstance(event.message.key, bytes):
+                    pipeline.forget(pipeline.row_key(event.message.key).decode(errors="replace"))
+
+        return reset
+
+    # Under exactly-once a retry would put the batch's outputs twice into the open transaction;
+    # stopping at once lets the broker abort it.
+    guard = BatchGuard(attempts=1 if settings.processing_guarantee == "exactly_once" else 3)
 
     @app.agent(events_topic)
     async def interest(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             async with app.consumer.between_batches:  # no commit mid-batch (stream/recovery.py)
-                start = 0
-                for i, event in enumerate(batch):
-                    if event.message.topic == FORGET.name:
-                        if start < i:
-                            await process(batch[start:i])
-                        await erase(event)
-                        start = i + 1
-                if start < len(batch):
-                    await process(batch[start:])
+                await guard.run(lambda: handle(batch), reset=drop_attempt(batch))
 
-    add_views(app, users, lambda: serving[0], feed, registry, pipeline.pseudonyms)
+    add_views(app, users, lambda: serving[0], feed, registry, pipeline.pseudonyms, settings)
     return app
 
 

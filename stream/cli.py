@@ -275,8 +275,15 @@ def _broker(args: argparse.Namespace) -> int:
 def _add_topics(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("topics", help="create ShiftWatch's topics; write their JSON Schemas")
     actions = parser.add_subparsers(dest="action", required=True)
-    create = actions.add_parser("create", help="create every topic that does not exist yet (idempotent)")
+    create = actions.add_parser(
+        "create",
+        help="create every topic that does not exist yet and give every one the configs of the erasure deadline "
+        "(SHIFTWATCH_ERASURE_DEADLINE_S; idempotent)",
+    )
     create.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP or settings)")
+    create.add_argument(
+        "--app-id", help="also update the table changelogs of this app id's services (default: SHIFTWATCH_APP_ID)"
+    )
     create.set_defaults(handler=_topics_create)
     schemas = actions.add_parser("schemas", help="write topics/schemas/*.json from the records, or --check them")
     schemas.add_argument("--check", action="store_true", help="exit 1 if a schema file is out of date")
@@ -294,7 +301,11 @@ def _topics_create(args: argparse.Namespace) -> int:
 
     from stream.kafka import create_topics
 
-    for name, outcome in asyncio.run(create_topics(_bootstrap(args))).items():
+    from stream.settings import Settings
+
+    settings = Settings.from_env()
+    created = create_topics(_bootstrap(args), settings.erasure_deadline_s, args.app_id or settings.app_id)
+    for name, outcome in asyncio.run(created).items():
         print(f"{name}: {outcome}")
     return 0
 

@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer
 from model.data import EventLog, load_event_log
 from stream.broker import EmbeddedBroker
 from stream.kafka import create_topics
+from stream.settings import Settings
 from stream.replay import replay
 from stream.worker import WorkerProcess
 from topics.specs import INVALID, SHIFTS, UPDATES
@@ -57,16 +58,16 @@ def ensure_checkpoint(config: DemoConfig, log: EventLog) -> None:
 
 
 def ensure_detector(config: DemoConfig, log: EventLog) -> None:
-    from model.detector import DETECTOR_FILE, save_detector
+    from model.checkpoint import load_checkpoint
+    from model.detector import DETECTOR_FILE, save_detector, tuned_for
 
-    if (config.checkpoint / DETECTOR_FILE).exists():
+    checkpoint = load_checkpoint(config.checkpoint)
+    if (config.checkpoint / DETECTOR_FILE).exists() and tuned_for(config.checkpoint) in (None, checkpoint.model_version):
         print(f"shift detector: {config.checkpoint / DETECTOR_FILE} (make detect-eval retunes it with the full evaluation)")
         return
-    from model.checkpoint import load_checkpoint
     from model.detect_eval import EvalSettings, spliced_split, tune_transformer, with_inputs
 
     print(f"shift detector: none for this checkpoint; tuning one on {config.tuning_histories} spliced validation histories")
-    checkpoint = load_checkpoint(config.checkpoint)
     settings = EvalSettings(spliced=config.tuning_histories)
     validation = with_inputs(checkpoint, log, spliced_split(log, "validation", settings), settings)
     detector = tune_transformer(validation, settings)
@@ -187,7 +188,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> int:
     try:
         bootstrap = external or broker.start()  # type: ignore[union-attr]
         print(f"kafka: {bootstrap} ({'external' if external else 'embedded Apache Kafka, pid %s' % broker.pid})")  # type: ignore[union-attr]
-        for name, outcome in asyncio.run(create_topics(bootstrap)).items():
+        for name, outcome in asyncio.run(create_topics(bootstrap, Settings().erasure_deadline_s)).items():
             print(f"topic {name}: {outcome}")
         app_id = f"shiftwatch-demo-{int(time.time())}"
 

@@ -13,14 +13,18 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import faust
+import jsonschema
 from faust.types import EventT, Message
 from prometheus_client.core import CounterMetricFamily
 
 from stream.faustapp import new_app
 from stream.settings import Settings
-from topics.records import DeadLetter, InterestShift
-from topics.specs import FORGET, INVALID, SHIFTS
+from stream.validation import Rejection, parse, printable
+from topics.records import DeadLetter
+from topics.schema import validator
+from topics.specs import INVALID, SHIFTS
 
+SHIFT_MAX_BYTES = 262_144  # a shift of the worker's is a few KiB
 Stats = dict[str, Any]  # counter name -> count, or -> {label value -> count}
 
 
@@ -51,19 +55,19 @@ def downstream_app(settings: Settings, service: str, stats: Stats, help: Mapping
     return app
 
 
-def shifts_topic(app: faust.App, *also: str) -> faust.TopicT:
-    """``interest.shifts`` as raw bytes (and ``also`` other topics keyed by user)."""
-    return app.topic(SHIFTS.name, *also, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+def shifts_topic(app: faust.App) -> faust.TopicT:
+    """``interest.shifts`` as raw bytes."""
+    return app.topic(SHIFTS.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
 
 async def shift_batches(app: faust.App, stream: faust.StreamT, settings: Settings, stats: Stats) -> AsyncIterator[list[tuple[EventT, dict | None]]]:
-    """The stream in batches of ``(event, shift)``, in order; ``(event, None)`` for a forget
-    request when the stream also reads ``privacy.forget-requests``. What is neither is
-    dead-lettered and counted in ``stats["unreadable"]``; the shifts in ``stats["shifts"]``."""
+    """The stream in batches of ``(event, shift)``, in order; ``(event, None)`` for a tombstone,
+    which the worker publishes, keyed by the user as stored, when it forgets a user. What is
+    neither is dead-lettered and counted in ``stats["unreadable"]``; the shifts in ``stats["shifts"]``."""
     async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
         items: list[tuple[EventT, dict | None]] = []
         for event in batch:
-            if event.message.topic == FORGET.name:
+            if event.message.value is None:
                 items.append((event, None))
                 continue
             shift = await read_shift(app, event.message)
@@ -76,12 +80,17 @@ async def shift_batches(app: faust.App, stream: faust.StreamT, settings: Setting
 
 
 async def read_shift(app: faust.App, message: Message) -> dict | None:
-    """The shift a message carries as JSON data, or ``None`` once it is dead-lettered."""
-    try:
-        shift = json.loads(message.value)
-        InterestShift.from_data(shift)  # the contract: every field there
-        return shift
-    except (ValueError, TypeError, KeyError, AttributeError) as error:
-        letter = DeadLetter.of("not_a_shift", str(error)[:200], SHIFTS.name, message.partition, message.offset, message.value or b"")
-        await (await app.producer.send(INVALID.name, message.key, letter.dumps(), partition=None, timestamp=None, headers=None))
-        return None
+    """The shift a message carries as JSON data, or ``None`` once it is dead-lettered: parsed
+    within the input's limits and valid against the shift schema, so no value a service reads
+    has a type it does not expect."""
+    data = parse(message.value or b"", SHIFT_MAX_BYTES)
+    if isinstance(data, Rejection):
+        problem = data.detail
+    else:
+        error = jsonschema.exceptions.best_match(validator(SHIFTS).iter_errors(data))
+        if error is None:
+            return data  # type: ignore[return-value]
+        problem = f"{'/'.join(map(str, error.absolute_path)) or 'the value'}: {error.message}"
+    letter = DeadLetter.of("not_a_shift", printable(problem), SHIFTS.name, message.partition, message.offset, message.value or b"")
+    await (await app.producer.send(INVALID.name, message.key, letter.dumps(), partition=None, timestamp=None, headers=None))
+    return None

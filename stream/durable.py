@@ -81,6 +81,27 @@ async def delete_rows(app: faust.App, table: faust.Table, rows: Iterable[tuple[i
         table.data.set_persisted_offset(written.topic_partition, written.offset)
 
 
+ROLL_KEY = b"\x00shiftwatch-segment-roll"
+"""The key of the tombstones :func:`roll_compacted_segments` writes: no user's."""
+
+
+def schedule_segment_rolls(app: faust.App, table: faust.Table, source_topic: str, erasure_deadline_s: float, *also: str) -> None:
+    """Every eighth of the erasure deadline, a tombstone of :data:`ROLL_KEY` on each partition of
+    ``table``'s changelog (and of the compacted topics ``also``) that this process writes, the
+    partitions of ``source_topic`` it is assigned.
+
+    Kafka never compacts a partition's active segment and rolls it only on an append, so on a
+    partition that goes quiet a forgotten user's last row and its tombstone would stay until the
+    next write; these appends roll it (``segment.ms`` is a quarter of the deadline)."""
+
+    @app.timer(interval=erasure_deadline_s / 8)
+    async def roll_compacted_segments() -> None:
+        partitions = sorted({tp.partition for tp in app.assignor.assigned_actives() if tp.topic == source_topic})
+        sent = [await app.producer.send(topic, ROLL_KEY, None, p, None, None) for topic in also for p in partitions]
+        await delete_rows(app, table, [(p, ROLL_KEY) for p in partitions])
+        await asyncio.gather(*sent)
+
+
 class PendingRows:
     """The rows a batch changed: read back while the batch runs, written at its end."""
 

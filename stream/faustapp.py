@@ -28,6 +28,8 @@ def new_app(settings: Settings, app_id: str, datadir: Path, **options: Any) -> t
         consumer_auto_offset_reset="earliest",
         web_port=settings.web_port,
         web_host=settings.web_host,
+        web_bind=settings.web_bind,
+        web_tables_enabled=False,  # Faust's /table/... pages would serve every row to anyone
         broker_commit_interval=settings.commit_interval_s,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.session_timeout_s / 10,

@@ -53,8 +53,9 @@ class CheckpointWatcher:
             recorded = json.loads(meta.read_text()).get("model_version")
             if recorded == self.current:
                 return None
-            loaded = Loaded(load_checkpoint(self.directory), load_detector(self.directory))
-        except (OSError, ValueError, CheckpointError) as error:  # mid-write, or broken: try again next time
+            checkpoint = load_checkpoint(self.directory)
+            loaded = Loaded(checkpoint, load_detector(self.directory, checkpoint.model_version))
+        except (OSError, ValueError, CheckpointError) as error:  # mid-write, broken, or its detector not retuned yet
             log.warning("checkpoint %s not loadable yet: %s", self.directory, error)
             self._seen = None
             return None

@@ -1,4 +1,4 @@
-"""Small Kafka helpers: wait for a broker, create ShiftWatch's topics idempotently, send a forget request."""
+"""Small Kafka helpers: wait for a broker, create or update ShiftWatch's topics idempotently, send a forget request."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import time
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from topics.records import ForgetRequest
-from topics.specs import ALL_TOPICS, FORGET, TopicSpec
+from topics.specs import ALL_TOPICS, FORGET, TopicSpec, changelog_config
 
 
 async def wait_until_ready(bootstrap: str, timeout: float = 60.0) -> None:
@@ -30,24 +31,44 @@ async def wait_until_ready(bootstrap: str, timeout: float = 60.0) -> None:
             await admin.close()
 
 
-async def create_topics(bootstrap: str, specs: tuple[TopicSpec, ...] = ALL_TOPICS) -> dict[str, str]:
-    """Create the topics that do not exist yet; returns ``{name: "created" | "exists"}``."""
+async def create_topics(
+    bootstrap: str, erasure_deadline_s: float, app_id: str | None = None, specs: tuple[TopicSpec, ...] = ALL_TOPICS
+) -> dict[str, str]:
+    """Create the topics that do not exist yet, and give those that do the configs of the
+    erasure deadline; with ``app_id``, also that app's table changelogs (which its services
+    create at their first start). Returns ``{name: "created" | "updated"}``."""
+    deadline_ms = int(erasure_deadline_s * 1000)
     await wait_until_ready(bootstrap)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [s for s in specs if s.name not in existing]
-        outcome = {s.name: "exists" for s in specs if s.name in existing}
-        for spec in missing:
-            try:
-                await admin.create_topics([NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.config)])
-                outcome[spec.name] = "created"
-            except TopicAlreadyExistsError:
-                outcome[spec.name] = "exists"
+        outcome = {}
+        for spec in specs:
+            if spec.name not in existing:
+                try:
+                    await admin.create_topics([NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.config(deadline_ms))])
+                    outcome[spec.name] = "created"
+                    continue
+                except TopicAlreadyExistsError:
+                    pass
+            await _alter(admin, spec.name, spec.config(deadline_ms))
+            outcome[spec.name] = "updated"
+        changelogs = sorted(t for t in existing if app_id and t.startswith(f"{app_id}-") and t.endswith("-changelog"))
+        for name in changelogs:
+            await _alter(admin, name, changelog_config(deadline_ms))
+            outcome[name] = "updated"
         return outcome
     finally:
         await admin.close()
+
+
+async def _alter(admin: AIOKafkaAdminClient, topic: str, configs: dict[str, str]) -> None:
+    """Set a topic's configs (the ones named; the others go back to the broker's defaults)."""
+    for response in await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=configs)]):
+        for error_code, message, *_ in response.resources:
+            if error_code:
+                raise KafkaError(f"altering the configs of {topic}: error {error_code} {message}")
 
 
 async def send_forget_request(bootstrap: str, user_id: str) -> tuple[int, int]:

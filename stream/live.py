@@ -50,6 +50,10 @@ class ShiftFeed:
         """Newest first."""
         return list(reversed(self._recent))[: max(0, limit)]
 
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
     def subscribe(self) -> asyncio.Queue[Record]:
         queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=self.backlog)
         self._subscribers.add(queue)

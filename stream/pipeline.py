@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,7 +29,7 @@ from model.vocab import OOV_ID, TokenSequence, Tokenizer
 from stream.privacy import Pseudonymiser
 from stream.settings import Settings
 from stream.state import UserState
-from stream.validation import Rejection, validate
+from stream.validation import Rejection, printable, validate
 from topics.records import ClickEvent, DeadLetter
 from topics.specs import EVENTS
 
@@ -122,11 +123,6 @@ class Ignored:
     why: str
 
 
-def dead_letter(raw: bytes, rejection: Rejection, partition: int, offset: int, event: dict[str, str] | None = None) -> DeadLetter:
-    ids = event or {}
-    return DeadLetter.of(rejection.reason, rejection.detail, EVENTS.name, partition, offset, raw, ids.get("user_id"), ids.get("event_id"))
-
-
 class InterestPipeline:
     """Validation, user state, the incremental engine and the shift detector for one worker."""
 
@@ -139,7 +135,8 @@ class InterestPipeline:
         )
         self.detector = detector or ShiftDetector()
         self._snapshots: dict[tuple[str, int], Admitted] = {}
-        self._last_published: dict[str, np.ndarray] = {}  # only with a publish threshold
+        # only with a publish threshold: a copy of each recent user's last published distribution
+        self._last_published: OrderedDict[str, np.ndarray] = OrderedDict()
         self.pseudonyms = Pseudonymiser(settings.pseudonym_key.encode())
 
     def swap(self, checkpoint: Checkpoint, detector: ShiftDetector) -> None:
@@ -156,41 +153,82 @@ class InterestPipeline:
         """The users-table key for a message key (the user id, pseudonymised when that is on)."""
         return self.pseudonyms.row_key(message_key)
 
+    def forget_key(self, key: bytes | None) -> bytes | None:
+        """The row key of the user a forget request (keyed by raw user id) names; ``None`` when
+        its key is no user id an event could carry."""
+        try:
+            user = (key or b"").decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if not user.strip() or len(user) > self.settings.max_string_length:
+            return None
+        return self.pseudonyms.user(user).encode()
+
     def forget(self, user_id: str) -> None:
         """Drop what this process holds in memory about a user (``user_id`` as stored)."""
         self.engine.forget(user_id)
         self._last_published.pop(user_id, None)
 
-    def admit(
-        self, raw: bytes, key: bytes | None, partition: int, offset: int, state: UserState, now_ms: int
-    ) -> Admitted | Refused | Ignored:
-        """Decide what one message does; updates ``state`` in place when it is accepted."""
+    def dead_letter(
+        self, raw: bytes, rejection: Rejection, partition: int, offset: int, event: ClickEvent | None = None
+    ) -> DeadLetter:
+        """The dead letter of an input message; under pseudonymisation it keeps no raw bytes and
+        names the user (``event``, already pseudonymised) by pseudonym."""
+        return DeadLetter.of(
+            rejection.reason, rejection.detail, EVENTS.name, partition, offset, raw,
+            None if event is None else event.user_id, None if event is None else event.event_id,
+            copy=not self.pseudonyms.enabled,
+        )  # fmt: skip
+
+    def internal_error(self, raw: bytes, partition: int, offset: int, error: Exception) -> DeadLetter:
+        """The dead letter of a message whose admission raised: a bug, kept apart from its batch.
+        The exception's text may quote the input, so under pseudonymisation only its type is kept."""
+        detail = type(error).__name__ if self.pseudonyms.enabled else f"{type(error).__name__}: {printable(str(error))}"
+        return DeadLetter.of("internal_error", detail, EVENTS.name, partition, offset, raw, copy=not self.pseudonyms.enabled)
+
+    def check(self, raw: bytes, key: bytes | None, partition: int, offset: int, now_ms: int) -> ClickEvent | Refused:
+        """Validate one message and its key; the event comes back pseudonymised when that is on."""
         checked = validate(raw, now_ms, self.settings.max_string_length, self.settings.max_event_bytes)
         if isinstance(checked, Rejection):
-            return Refused(dead_letter(raw, checked, partition, offset))
+            return Refused(self.dead_letter(raw, checked, partition, offset))
         event: ClickEvent = checked
-        ids = {"user_id": event.user_id, "event_id": event.event_id}
-        if key != event.user_id.encode():
-            found = "no message key" if key is None else f"message key {key[:40]!r}"
-            wrong_key = Rejection("wrong_key", f"{found}; messages must be keyed by user id")
-            return Refused(dead_letter(raw, wrong_key, partition, offset, ids))
         if self.pseudonyms.enabled:
             event = ClickEvent(
                 event_id=self.pseudonyms.event(event.event_id), user_id=self.pseudonyms.user(event.user_id),
                 item_id=event.item_id, category_id=event.category_id, event_type=event.event_type, ts=event.ts,
             )  # fmt: skip
-            ids = {"user_id": event.user_id, "event_id": event.event_id}
+        if key != checked.user_id.encode():
+            if self.pseudonyms.enabled:  # the key may be someone's raw id: not repeated
+                found = "no message key" if key is None else "a message key other than the event's user_id"
+            else:
+                found = "no message key" if key is None else f"message key {printable(repr(key), 60)}"
+            wrong_key = Rejection("wrong_key", f"{found}; messages must be keyed by user id")
+            return Refused(self.dead_letter(raw, wrong_key, partition, offset, event))
+        return event
+
+    def accept(self, event: ClickEvent, raw: bytes, state: UserState, partition: int, offset: int) -> Admitted | Refused | Ignored:
+        """Order a checked event into its user's ``state`` (in place); say what it does."""
         stored = StoredEvent(event.event_id, event.item_id, event.category_id, event.event_type, event.ts)
         outcome = state.accept(stored, self.keep, int(self.settings.lateness_s * 1000), (partition, offset))
         if outcome in ("duplicate", "redelivered"):
             return Ignored(event.user_id, event.event_id, outcome)
         if outcome == "late":
             late = Rejection("late", f"ts {event.ts} is more than {self.settings.lateness_s:g} s before {state.last_ts}")
-            return Refused(dead_letter(raw, late, partition, offset, ids))
+            return Refused(self.dead_letter(raw, late, partition, offset, event))
+        if outcome == "conflicting_duplicate":
+            conflict = Rejection("conflicting_duplicate", "an event with this event_id and other content was accepted before")
+            return Refused(self.dead_letter(raw, conflict, partition, offset, event))
         return Admitted(
             event.user_id, stored, tuple(state.events), state.first_position, state.before_ts,
             reorder=outcome == "reordered", state=state,
         )  # fmt: skip
+
+    def admit(
+        self, raw: bytes, key: bytes | None, partition: int, offset: int, state: UserState, now_ms: int
+    ) -> Admitted | Refused | Ignored:
+        """:meth:`check`, then :meth:`accept` into ``state``."""
+        checked = self.check(raw, key, partition, offset, now_ms)
+        return checked if isinstance(checked, Refused) else self.accept(checked, raw, state, partition, offset)
 
     # -- HistorySource for the engine: the snapshots of the batch being scored --------
 
@@ -270,7 +308,10 @@ class InterestPipeline:
         if threshold > 0 and previous is not None and 0.5 * np.abs(probs - previous).sum() <= threshold:
             return None
         if threshold > 0:
-            self._last_published[admitted.user_id] = probs
+            self._last_published[admitted.user_id] = probs.astype(np.float32)  # a copy: the batch's matrix may go
+            self._last_published.move_to_end(admitted.user_id)
+            while len(self._last_published) > self.settings.state_cache_users:
+                self._last_published.popitem(last=False)  # that user's next update is published
         top = sorted(distribution.items(), key=lambda kv: (-kv[1], kv[0]))[: self.settings.top_k]
         return {
             "user_id": admitted.user_id,

@@ -37,6 +37,10 @@ class Pseudonymiser:
     def event(self, event_id: str) -> str:
         return self._hash("e-", event_id)
 
+    def is_pseudonym(self, user_id: str) -> bool:
+        """Whether ``user_id`` has the form of a user pseudonym (``u-`` and 32 hex digits)."""
+        return len(user_id) == 34 and user_id.startswith("u-") and all(c in "0123456789abcdef" for c in user_id[2:])
+
     def row_key(self, message_key: bytes) -> bytes:
         """The users-table key of a message keyed by a (raw) user id."""
         return self.user(message_key.decode(errors="replace")).encode() if self.enabled else message_key

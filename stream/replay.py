@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import heapq
 import json
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -30,9 +32,16 @@ class Pace:
             raise ValueError("rate and speedup must be positive")
 
 
-def event_id(user_id: str, position: int) -> str:
-    """Deterministic ids: replaying a log twice produces the same events (and duplicates are suppressed)."""
-    return f"{user_id}:{position}"
+def event_id(user_id: str, item_id: str, category_id: str, behaviour: str, ts_ms: int, occurrence: int = 0) -> str:
+    """An id derived from the event's content (and how many identical events of the user came
+    before it): replaying a log twice produces the same ids, so the repeats are suppressed as
+    duplicates, while the events of two different logs never share one.
+
+    >>> event_id("u1", "i1", "c1", "pv", 1000) == event_id("u1", "i1", "c1", "pv", 1000) != event_id("u1", "i1", "c1", "pv", 1000, 1)
+    True
+    """
+    content = json.dumps([user_id, item_id, category_id, behaviour, ts_ms, occurrence], separators=(",", ":"))
+    return hashlib.blake2b(content.encode(), digest_size=12).hexdigest()
 
 
 def messages(log: EventLog) -> Iterator[tuple[int, bytes, bytes]]:
@@ -47,10 +56,14 @@ def messages(log: EventLog) -> Iterator[tuple[int, bytes, bytes]]:
             ts = user.timestamps[position] if user.timestamps is not None else position
             yield ts * 1000, u, position
 
+    seen: Counter[tuple[int, str, str, str, int]] = Counter()  # identical events of a user so far
     for ts_ms, u, position in heapq.merge(*(user_stream(u) for u in range(len(log.users)))):
         user = log.users[u]
+        content = (u, user.items[position], user.categories[position], user.behaviors[position], ts_ms)
+        occurrence = seen[content]
+        seen[content] += 1
         value = {
-            "event_id": event_id(user.user_id, position),
+            "event_id": event_id(user.user_id, *content[1:], occurrence),
             "user_id": user.user_id,
             "item_id": user.items[position],
             "category_id": user.categories[position],

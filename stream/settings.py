@@ -13,10 +13,13 @@ ValueError: SHIFTWATCH_BATCH_SIZE='lots': invalid literal for int() with base 10
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+
+from topics.records import DEAD_LETTER_COPY_BYTES
 
 
 def setting(default: object, doc: str) -> object:
@@ -81,13 +84,44 @@ class Settings:
     web_host: str = setting(
         "127.0.0.1",
         "Host name other workers and clients reach this process's web server by (Faust's canonical URL, used to "
-        "forward table queries to the owning worker); the server listens on every interface.",
+        "forward table queries to the owning worker).",
+    )
+    web_bind: str = setting(
+        "127.0.0.1",
+        "Interface the web server listens on: loopback by default; `0.0.0.0` (every interface) only with "
+        "`SHIFTWATCH_API_TOKEN` set, or the worker refuses to start.",
+    )
+    api_token: str = setting(
+        "",
+        "Bearer token every user-level endpoint requires (`Authorization: Bearer <token>`; 401 without it): "
+        "/users/..., /shifts/recent, /shifts/stream. /metrics, /healthz, /readyz, /stats and /dashboard stay open. "
+        "Empty: no token, allowed only while the server listens on loopback.",
+    )
+    sse_subscribers: int = setting(16, "Most clients following /shifts/stream at once; more are answered 503.")
+    erasure_deadline_s: float = setting(
+        86400.0,
+        "Longest time (seconds) a forgotten user's data stays readable on any topic or changelog: `shiftwatch "
+        "topics create` sets every topic's compaction lag, segment roll and retention from it (topics/specs.py).",
     )
     web_port: int = setting(
         6066,
         "Port of the worker's web server: /metrics (Prometheus), /healthz, /readyz, /users/{id}/interests, "
         "/shifts/recent.",
     )
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_event_bytes <= DEAD_LETTER_COPY_BYTES:
+            raise ValueError(
+                f"SHIFTWATCH_MAX_EVENT_BYTES={self.max_event_bytes}: must be from 1 to {DEAD_LETTER_COPY_BYTES}, "
+                "so that a dead letter copies every message of an accepted size whole"
+            )
+        if not self.api_token and not is_loopback(self.web_bind):
+            raise ValueError(
+                f"SHIFTWATCH_WEB_BIND={self.web_bind!r} listens beyond loopback: set SHIFTWATCH_API_TOKEN too, so that "
+                "user data is not served to anyone who reaches the port"
+            )
+        if self.erasure_deadline_s < 4:  # a quarter of it is a segment's lifetime: at least a second
+            raise ValueError(f"SHIFTWATCH_ERASURE_DEADLINE_S={self.erasure_deadline_s:g}: must be at least 4 seconds")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -109,6 +143,20 @@ class Settings:
     def kafka_url(self) -> str:
         """Bootstrap servers in Faust's ``kafka://`` form."""
         return ";".join(f"kafka://{server.strip()}" for server in self.kafka_bootstrap.split(","))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is this machine only.
+
+    >>> is_loopback("127.0.0.1"), is_loopback("::1"), is_loopback("localhost"), is_loopback("0.0.0.0")
+    (True, True, True, False)
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def markdown_table() -> str:

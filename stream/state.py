@@ -13,7 +13,9 @@ survives a vocabulary change.
 'redelivered'
 >>> state.accept(StoredEvent("e1", "i1", "c1", "view", 1_000), keep=3, source=(0, 11))
 'duplicate'
->>> state.accept(StoredEvent("e2", "i2", "c1", "cart", 500), keep=3, lateness_ms=1_000, source=(0, 12))
+>>> state.accept(StoredEvent("e1", "i7", "c1", "view", 1_000), keep=3, source=(0, 12))
+'conflicting_duplicate'
+>>> state.accept(StoredEvent("e2", "i2", "c1", "cart", 500), keep=3, lateness_ms=1_000, source=(0, 13))
 'reordered'
 >>> [e.event_id for e in state.events], state.length
 (['e2', 'e1'], 2)
@@ -30,7 +32,7 @@ from typing import Literal
 from model.detector import DetectorState
 from model.events import StoredEvent
 
-Outcome = Literal["appended", "reordered", "duplicate", "redelivered", "late"]
+Outcome = Literal["appended", "reordered", "duplicate", "conflicting_duplicate", "redelivered", "late"]
 
 
 @dataclass
@@ -64,15 +66,17 @@ class UserState:
         """Add ``event``, read from input ``source`` (partition, offset), unless it is a message
         this row has already seen (``redelivered``, as after a crash between publishing and
         committing), an event id among the kept events (``duplicate``, as a producer's retry
-        sends), or too ``late``. Say what happened.
+        sends; ``conflicting_duplicate`` when the kept event with that id differs), or too ``late``.
+        Say what happened.
         """
         partition, offset = source
         if partition == self.source_partition and offset <= self.source_offset:
             return "redelivered"
         self.source_partition, self.source_offset = partition, offset
-        if any(stored.event_id == event.event_id for stored in self.events):
-            self.duplicates += 1
-            return "duplicate"
+        for stored in self.events:
+            if stored.event_id == event.event_id:
+                self.duplicates += 1
+                return "duplicate" if stored == event else "conflicting_duplicate"
         last_ts = self.last_ts
         if last_ts is not None and event.ts < last_ts - lateness_ms:
             self.late += 1

@@ -3,7 +3,8 @@
 A Faust app of its own (consumer group ``<app id>-triggers``): it reads ``interest.shifts``,
 applies the rules (:mod:`stream.rules`) with each user's rate-limit state from the
 ``trigger_state`` table (changelog-backed, co-partitioned with the shifts: both are keyed by
-user), and publishes ``marketing.triggers``. It also reads ``privacy.forget-requests`` and
+user), and publishes ``marketing.triggers``. A tombstone on ``interest.shifts`` (the worker's,
+when it forgets a user, keyed like the user's shifts and so in the partition of their row)
 deletes the user's row; a batch's rate-limit rows are written only after
 its triggers are on Kafka (:mod:`stream.durable`). Delivery is at-least-once: a shift
 processed twice yields its triggers under the same ids, which consumers deduplicate on. A message that
@@ -19,12 +20,11 @@ from typing import Any
 
 import faust
 
-from stream.durable import PendingRows
+from stream.durable import PendingRows, schedule_segment_rolls
 from stream.downstream import Stats, downstream_app, shift_batches, shifts_topic
-from stream.privacy import Pseudonymiser
 from stream.rules import Rule, evaluate
 from stream.settings import Settings
-from topics.specs import FORGET, PARTITIONS, TRIGGERS
+from topics.specs import PARTITIONS, SHIFTS, TRIGGERS, changelog_config
 
 HELP = {
     "shifts": "Interest shifts read",
@@ -36,18 +36,22 @@ HELP = {
 
 def create_triggers_app(settings: Settings, rules: Sequence[Rule]) -> faust.App:
     stats: Stats = {"shifts": 0, "unreadable": 0, "forgotten": 0, "fired": {rule.name: 0 for rule in rules}}
-    pseudonyms = Pseudonymiser(settings.pseudonym_key.encode())
     app = downstream_app(settings, "triggers", stats, HELP, {"fired": "rule"})
-    state = app.Table("trigger_state", partitions=PARTITIONS, key_type=bytes, value_type=bytes, help="user -> rule -> last trigger ts")
+    state = app.Table(
+        "trigger_state", partitions=PARTITIONS, key_type=bytes, value_type=bytes, help="user -> rule -> last trigger ts",
+        extra_topic_configs=changelog_config(int(settings.erasure_deadline_s * 1000)),
+    )  # fmt: skip
 
-    @app.agent(shifts_topic(app, FORGET.name))
+    schedule_segment_rolls(app, state, SHIFTS.name, settings.erasure_deadline_s)
+
+    @app.agent(shifts_topic(app))
     async def fire(stream: faust.StreamT) -> None:
         async for batch in shift_batches(app, stream, settings, stats):
             rows = PendingRows()
             sent = []
             for event, shift in batch:
-                if shift is None:  # a forget request, keyed by the raw user id
-                    rows.set(state, event, pseudonyms.row_key(event.message.key or b""), None)
+                if shift is None:  # the user was forgotten
+                    rows.set(state, event, event.message.key or b"", None)
                     stats["forgotten"] += 1
                     continue
                 key = str(shift["user_id"]).encode()

@@ -12,11 +12,19 @@
 ``GET /stats``                 counters and latency quantiles for the dashboard
 ``GET /dashboard``             the live dashboard (static HTML and JS)
 =============================  ======================================================
+
+The user-level pages (``/users/...`` and ``/shifts/...``) need ``Authorization: Bearer
+<SHIFTWATCH_API_TOKEN>`` when a token is set (401 without it). Under pseudonymisation a user
+page takes the raw id and looks up its pseudonym (or a pseudonym as the dashboard has it),
+answers with the pseudonym only, and answers a user it never saw as it answers one it
+forgot: the same 404.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +41,7 @@ from model.detect_eval import model_distributions
 from stream.hotswap import Loaded
 from stream.live import ShiftFeed
 from stream.privacy import Pseudonymiser
+from stream.settings import Settings
 from stream.state import UserState
 
 DASHBOARD = Path(__file__).with_name("dashboard.html")
@@ -40,11 +49,15 @@ UserAnswer = Callable[[Any, str, UserState], Awaitable[Any]]  # (web, user id, r
 TIMELINE_CATEGORIES = 5
 
 
+NOT_FOUND = {"error": "no events for this user"}
+
+
 def add_views(
     app: faust.App, users: Any, serving: Callable[[], Loaded], feed: ShiftFeed, registry: CollectorRegistry,
-    pseudonyms: Pseudonymiser,
+    pseudonyms: Pseudonymiser, settings: Settings,
 ) -> None:
     """``serving()``: the checkpoint and detector the worker serves now (they change on a hot-swap)."""
+    guarded = token_guard(settings.api_token)
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
@@ -63,14 +76,16 @@ def add_views(
 
         def register(answer: UserAnswer) -> UserAnswer:
             @app.page(f"/users/{{user_id}}/{suffix}", name=f"user-{suffix}")
+            @guarded
             @app.table_route(table=users, match_info="user_id")
             async def page(web: Any, request: Any, user_id: str) -> Any:
-                row = users.get(pseudonyms.row_key(user_id.encode()))
-                if not row and pseudonyms.enabled:  # asked by a pseudonym (the dashboard has no other id)
-                    row = users.get(user_id.encode())
+                stored = pseudonyms.row_key(user_id.encode())
+                row = users.get(stored)
+                if not row and pseudonyms.enabled and pseudonyms.is_pseudonym(user_id):  # as the dashboard has it
+                    stored, row = user_id.encode(), users.get(user_id.encode())
                 if not row:
-                    return web.json({"error": f"no events for user {user_id!r}"}, status=404)
-                return await answer(web, user_id, UserState.from_json(row))
+                    return web.json(NOT_FOUND, status=404)
+                return await answer(web, stored.decode(), UserState.from_json(row))
 
             return answer
 
@@ -95,6 +110,7 @@ def add_views(
         return web.json(body)
 
     @app.page("/shifts/recent")
+    @guarded
     async def shifts_recent(web: Any, request: Any) -> Any:
         try:
             limit = min(int(request.query.get("limit", 50)), feed.keep)
@@ -103,7 +119,10 @@ def add_views(
         return web.json({"shifts": feed.recent(limit)})
 
     @app.page("/shifts/stream")
+    @guarded
     async def shifts_stream(web: Any, request: Any) -> Any:
+        if feed.subscribers >= settings.sse_subscribers:
+            return web.json({"error": f"{settings.sse_subscribers} clients follow the stream already"}, status=503)
         response = aiohttp_web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
         queue = feed.subscribe()
@@ -128,6 +147,26 @@ def add_views(
     @app.page("/dashboard")
     async def dashboard(web: Any, request: Any) -> Any:
         return web.html(DASHBOARD.read_text())
+
+
+def token_guard(token: str) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+    """A decorator for a page ``(web, request, ...)``: 401 unless the request carries
+    ``Authorization: Bearer <token>`` (compared in constant time); no check without a token."""
+    expected = f"Bearer {token}".encode()
+
+    def guard(page: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        if not token:
+            return page
+
+        @functools.wraps(page)
+        async def checked(web: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+            if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected):
+                return web.json({"error": "a bearer token is required"}, status=401, headers={"WWW-Authenticate": "Bearer"})
+            return await page(web, request, *args, **kwargs)
+
+        return checked
+
+    return guard
 
 
 def ranked(distribution: dict[str, float]) -> list[dict[str, object]]:

@@ -7,6 +7,7 @@ classes (``shiftwatch topics schemas``) and kept in sync by a test.
 from __future__ import annotations
 
 import base64
+import hashlib
 
 import faust
 
@@ -129,8 +130,34 @@ class ForgetRequest(faust.Record, serializer="json", include_metadata=False):
     requested_at: int
 
 
+EARLIEST_MS = 946_684_800_000
+"""2000-01-01: an input event older than this is a unit or clock error."""
+SECONDS_CUTOFF = 100_000_000_000
+"""An input ``ts`` below this is epoch seconds, from it epoch milliseconds."""
+
+DEAD_LETTER_REASONS: tuple[str, ...] = (
+    # the input's refusals (stream.validation.REASONS)
+    "not_json", "too_deep", "number_too_long", "invalid_unicode", "not_object", "missing_field", "wrong_type",
+    "oversized", "unknown_event_type", "bad_timestamp", "late", "wrong_key", "conflicting_duplicate",
+    # a bug while admitting one message; a forget request naming no user; not a shift on interest.shifts
+    "internal_error", "forget_without_key", "not_a_shift",
+)  # fmt: skip
+"""Every ``reason`` a dead letter can give."""
+
+DEAD_LETTER_COPY_BYTES = 65_536
+"""The most of a refused message a dead letter copies: a dead letter (base64, about 88 KiB at
+most) always fits the producer's 1 MiB request, and every message of an accepted size
+(``SHIFTWATCH_MAX_EVENT_BYTES``, at most this) is copied whole."""
+
+
 class DeadLetter(faust.Record, serializer="json", include_metadata=False):
-    """An input message the worker refused: why, where it came from, and its exact bytes."""
+    """An input message a service refused: why, where it came from, and its bytes.
+
+    ``original_base64`` holds the message's first :data:`DEAD_LETTER_COPY_BYTES` bytes
+    (``original_truncated`` says whether that is all of it), ``original_size`` its length and
+    ``original_sha256`` its hash. Under pseudonymisation the copy and the hash are left out
+    (empty and null): the bytes may carry raw ids.
+    """
 
     reason: str
     detail: str
@@ -138,16 +165,22 @@ class DeadLetter(faust.Record, serializer="json", include_metadata=False):
     source_partition: int
     source_offset: int
     original_base64: str
+    original_size: int
+    original_truncated: bool
+    original_sha256: str | None = None
     user_id: str | None = None
     event_id: str | None = None
 
     @classmethod
     def of(
         cls, reason: str, detail: str, source_topic: str, partition: int, offset: int, original: bytes,
-        user_id: str | None = None, event_id: str | None = None,
+        user_id: str | None = None, event_id: str | None = None, copy: bool = True,
     ) -> DeadLetter:  # fmt: skip
-        """The dead letter of a message refused for ``reason``, keeping its exact bytes."""
+        """The dead letter of a message refused for ``reason``; ``copy=False`` keeps no bytes of it."""
+        kept = original[:DEAD_LETTER_COPY_BYTES] if copy else b""
         return cls(
             reason=reason, detail=detail, source_topic=source_topic, source_partition=partition, source_offset=offset,
-            original_base64=base64.b64encode(original).decode(), user_id=user_id, event_id=event_id,
+            original_base64=base64.b64encode(kept).decode(), original_size=len(original),
+            original_truncated=len(kept) < len(original),
+            original_sha256=hashlib.sha256(original).hexdigest() if copy else None, user_id=user_id, event_id=event_id,
         )  # fmt: skip

@@ -7,14 +7,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import types
 import typing
 from pathlib import Path
 
 import faust
+import jsonschema
 
-from topics.specs import ALL_TOPICS, EVENTS, INPUT_SCHEMA, TopicSpec
+from model.events import BEHAVIOR_ALIASES
+from topics.records import DEAD_LETTER_REASONS, EARLIEST_MS, SECONDS_CUTOFF
+from topics.specs import ALL_TOPICS, EVENTS, TopicSpec
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -36,14 +40,49 @@ def _type_schema(annotation: object) -> dict[str, object]:
     raise TypeError(f"no JSON Schema for {annotation!r}")
 
 
+PROBABILITY = {"type": "number", "minimum": 0, "maximum": 1}
+NON_NEGATIVE = {"type": "number", "minimum": 0}
+COUNT = {"type": "integer", "minimum": 0}
+CONSTRAINTS: dict[tuple[str, str], dict[str, object]] = {
+    # (record, field) -> the schema the worker's output keeps to, narrower than the field's type
+    ("CategoryProbability", "probability"): PROBABILITY,
+    ("CategoryChange", "before"): PROBABILITY,
+    ("CategoryChange", "after"): PROBABILITY,
+    ("InterestUpdate", "entropy"): NON_NEGATIVE,
+    ("InterestUpdate", "sequence_length"): {"type": "integer", "minimum": 1},
+    ("InterestShift", "sequence_length"): {"type": "integer", "minimum": 1},
+    ("InterestShift", "divergence"): NON_NEGATIVE,
+    ("InterestShift", "statistic"): NON_NEGATIVE,
+    ("InterestShift", "confidence"): {"anyOf": [PROBABILITY, {"type": "null"}]},
+    ("MarketingTrigger", "confidence"): {"anyOf": [PROBABILITY, {"type": "null"}]},
+    ("CategoryDemand", "window"): {"type": "string", "enum": ["tumbling", "hopping"]},
+    ("CategoryDemand", "users_in"): COUNT,
+    ("CategoryDemand", "users_out"): COUNT,
+    ("CategoryDemand", "mass_gained"): NON_NEGATIVE,
+    ("CategoryDemand", "mass_lost"): NON_NEGATIVE,
+    ("DeadLetter", "reason"): {"type": "string", "enum": list(DEAD_LETTER_REASONS)},
+    ("DeadLetter", "source_partition"): COUNT,
+    ("DeadLetter", "source_offset"): COUNT,
+    ("DeadLetter", "original_size"): COUNT,
+    ("DeadLetter", "original_base64"): {"type": "string", "contentEncoding": "base64"},
+    ("DeadLetter", "original_sha256"): {"anyOf": [{"type": "string", "pattern": "^[0-9a-f]{64}$"}, {"type": "null"}]},
+}
+
+
 def _object_schema(record: type[faust.Record]) -> dict[str, object]:
     hints = typing.get_type_hints(record)
     fields = record._options.fields  # type: ignore[attr-defined]
     defaults = record._options.defaults  # type: ignore[attr-defined]
+
+    def field_schema(name: str) -> dict[str, object]:
+        narrower = CONSTRAINTS.get((record.__name__, name), {})
+        return {**_type_schema(hints[name]), **narrower} if "anyOf" not in narrower else dict(narrower)
+
     return {
         "type": "object",
-        "properties": {name: _type_schema(hints[name]) for name in fields},
+        "properties": {name: field_schema(name) for name in fields},
         "required": [name for name in fields if name not in defaults],
+        "additionalProperties": False,
     }
 
 
@@ -51,19 +90,57 @@ def json_schema(record: type[faust.Record], title: str | None = None) -> dict[st
     return {"$schema": DRAFT, "title": title or record.__name__, **_object_schema(record)}
 
 
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+
+
+def input_schema() -> dict[str, object]:
+    """What the worker accepts on the input topic (:mod:`stream.validation`): other keys are
+    ignored, ids are strings or integers, behaviours are matched ignoring case and surrounding
+    space, and ``ts`` is epoch seconds or milliseconds or ISO 8601 with a zone."""
+    identifier = {
+        "anyOf": [{"type": "string", "minLength": 1, "maxLength": 256, "pattern": "\\S"}, {"type": "integer"}],
+        "description": "at most SHIFTWATCH_MAX_STRING_LENGTH characters (256 by default)",
+    }
+    behaviours = "|".join(_any_case(alias) for alias in BEHAVIOR_ALIASES)
+    return {
+        "$schema": DRAFT,
+        "title": "ClickEvent (input)",
+        "type": "object",
+        "properties": {
+            **{name: identifier for name in ("event_id", "user_id", "item_id", "category_id")},
+            "event_type": {
+                "type": "string", "pattern": f"^\\s*({behaviours})\\s*$",
+                "description": f"one of {', '.join(BEHAVIOR_ALIASES)}, in any case",
+            },
+            "ts": {
+                "anyOf": [
+                    {"type": "number", "minimum": EARLIEST_MS // 1000,
+                     "description": f"epoch seconds below {SECONDS_CUTOFF}, epoch milliseconds from there; from 2000 "
+                                    "to a day after the worker's clock"},
+                    {"type": "string", "format": "date-time", "maxLength": 64, "description": "ISO 8601 with a zone"},
+                ]
+            },
+        },
+        "required": ["event_id", "user_id", "item_id", "category_id", "event_type", "ts"],
+        "additionalProperties": True,
+    }  # fmt: skip
+
+
 def topic_schema(spec: TopicSpec) -> dict[str, object] | None:
     """The schema of a topic's values; ``None`` for a topic without a record yet."""
     if spec is EVENTS:
-        schema = json_schema(INPUT_SCHEMA, "ClickEvent (input)")
-        schema["properties"]["ts"] = {  # type: ignore[index]
-            "anyOf": [{"type": "integer", "description": "epoch milliseconds"}, {"type": "string", "format": "date-time"}]
-        }
-        schema["properties"]["event_type"] = {  # type: ignore[index]
-            "type": "string",
-            "enum": ["view", "click", "cart", "fav", "purchase", "pv", "buy"],
-        }
-        return schema
+        return input_schema()
     return json_schema(spec.value) if spec.value is not None else None
+
+
+@functools.cache
+def validator(spec: TopicSpec) -> jsonschema.protocols.Validator:
+    """A validator of the topic's values against its schema (which every message must meet)."""
+    schema = topic_schema(spec)
+    if schema is None:
+        raise ValueError(f"{spec.name} has no schema")
+    return jsonschema.Draft202012Validator(schema)
 
 
 def rendered(schema: dict[str, object]) -> str:

@@ -11,10 +11,38 @@ from typing import Literal
 
 import faust
 
-from topics.records import CategoryDemand, ClickEvent, DeadLetter, ForgetRequest, InterestShift, InterestUpdate, MarketingTrigger
+from topics.records import CategoryDemand, DeadLetter, ForgetRequest, InterestShift, InterestUpdate, MarketingTrigger
 
 PARTITIONS = 4
 DAY_MS = 24 * 3600 * 1000
+
+
+def erasure_config(cleanup_policy: Literal["delete", "compact"], deadline_ms: int) -> dict[str, str]:
+    """Kafka configs under which a record of a user, once forgotten, is gone within ``deadline_ms``.
+
+    A compacted topic: a segment is rolled (on the next append) after a quarter of the deadline,
+    and the cleaner must compact a record within half of it once a newer value (a tombstone)
+    follows; tombstones stay a quarter. A deleted one: a segment is rolled after a quarter and
+    deleted half the deadline after its last record. The broker's
+    ``log.retention.check.interval.ms`` and ``log.cleaner.backoff.ms`` must be well under a
+    quarter of the deadline (their defaults, 5 minutes and 15 s, are, for the default of a day).
+
+    >>> erasure_config("compact", 86_400_000)["max.compaction.lag.ms"], erasure_config("delete", 86_400_000)["retention.ms"]
+    ('43200000', '43200000')
+    """
+    quarter = max(1000, deadline_ms // 4)
+    config = {"cleanup.policy": cleanup_policy, "segment.ms": str(quarter)}
+    if cleanup_policy == "compact":
+        config |= {"max.compaction.lag.ms": str(2 * quarter), "min.compaction.lag.ms": "0", "delete.retention.ms": str(quarter)}
+    else:
+        config["retention.ms"] = str(2 * quarter)
+    return config
+
+
+def changelog_config(deadline_ms: int) -> dict[str, str]:
+    """The extra configs of a table changelog of a ShiftWatch service (compacted by Faust): rows
+    are users' state, so they are erased within the deadline like any compacted user topic."""
+    return erasure_config("compact", deadline_ms)
 
 
 @dataclass(frozen=True)
@@ -24,12 +52,14 @@ class TopicSpec:
     key: str
     value: type[faust.Record] | None
     cleanup_policy: Literal["delete", "compact"]
-    retention_ms: int | None
+    retention_ms: int | None  # of a topic without user data; one with is kept per the erasure deadline
     description: str
+    user_data: bool = True  # holds ids or events of users, so erased within the deadline
 
-    @property
-    def config(self) -> dict[str, str]:
+    def config(self, erasure_deadline_ms: int) -> dict[str, str]:
         """Kafka topic configs for creation."""
+        if self.user_data:
+            return erasure_config(self.cleanup_policy, erasure_deadline_ms)
         config = {"cleanup.policy": self.cleanup_policy}
         if self.retention_ms is not None:
             config["retention.ms"] = str(self.retention_ms)
@@ -46,7 +76,7 @@ EVENTS = TopicSpec(
     key="user_id (UTF-8)",
     value=None,  # raw bytes: validated by the worker into ClickEvent, or dead-lettered
     cleanup_policy="delete",
-    retention_ms=7 * DAY_MS,
+    retention_ms=None,
     description="Input: click, view, cart, fav and purchase events, JSON, keyed by user id.",
 )
 UPDATES = TopicSpec(
@@ -64,8 +94,9 @@ SHIFTS = TopicSpec(
     key="user_id (UTF-8)",
     value=InterestShift,
     cleanup_policy="delete",
-    retention_ms=30 * DAY_MS,
-    description="Interest-shift events: from which categories to which, confidence and evidence.",
+    retention_ms=None,
+    description="Interest-shift events: from which categories to which, confidence and evidence; a tombstone (null "
+    "value, keyed by the user) when the worker forgets a user, on which downstream services drop theirs.",
 )
 INVALID = TopicSpec(
     name="clickstream.events.invalid",
@@ -73,7 +104,7 @@ INVALID = TopicSpec(
     key="user_id when known, else none",
     value=DeadLetter,
     cleanup_policy="delete",
-    retention_ms=30 * DAY_MS,
+    retention_ms=None,
     description="Dead letters: refused input with the reason, the source offset and the original bytes.",
 )
 
@@ -83,7 +114,7 @@ TRIGGERS = TopicSpec(
     key="user_id (UTF-8)",
     value=MarketingTrigger,
     cleanup_policy="delete",
-    retention_ms=30 * DAY_MS,
+    retention_ms=None,
     description="Marketing actions due: a rule of `shiftwatch triggers` matched a user's shift.",
 )
 
@@ -95,6 +126,7 @@ DEMAND = TopicSpec(
     cleanup_policy="delete",
     retention_ms=90 * DAY_MS,
     description="Per category and closed event-time window (tumbling and hopping): users shifting in and out, mass gained and lost.",
+    user_data=False,  # counts per category: no user id
 )
 
 FORGET = TopicSpec(
@@ -103,11 +135,9 @@ FORGET = TopicSpec(
     key="user_id (UTF-8, raw: the same partition as the user's events)",
     value=ForgetRequest,
     cleanup_policy="delete",
-    retention_ms=7 * DAY_MS,
+    retention_ms=None,
     description="Requests to erase a user (`shiftwatch forget`), read by the worker and the triggers service.",
 )
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (EVENTS, FORGET, UPDATES, SHIFTS, INVALID, TRIGGERS, DEMAND)
 OUTPUT_TOPICS: tuple[TopicSpec, ...] = (UPDATES, SHIFTS, INVALID, TRIGGERS, DEMAND)
-
-INPUT_SCHEMA = ClickEvent  # what producers send on EVENTS (ts may also be an ISO 8601 string)

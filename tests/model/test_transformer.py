@@ -44,19 +44,26 @@ def test_no_future_leakage(small_model, small_config, t) -> None:
 
 
 def test_each_layer_attends_within_its_window(small_config) -> None:
-    """With one layer an output sees exactly the last W events; with L layers, L(W-1)+1."""
+    """With one layer an output sees exactly the last W events; with L layers, L(W-1)+1.
+
+    In float64: in float32 the change of an event at the edge of the field reaches the output
+    through L attention layers damped below the rounding step on some CPUs (AVX-512), and the
+    test would call it unseen. Outside the field the output is exactly the same."""
     for n_layers in (1, 2, 3):
         config = dataclasses.replace(small_config, n_layers=n_layers)
         torch.manual_seed(n_layers)
-        model = InterestTransformer(config).eval()
+        model = InterestTransformer(config).double().eval()
         batch = random_batch(config, 1, 20)
         t = 19
         field = config.receptive_field
         _, items = outputs(model, batch)
         for position in range(t + 1):
             _, changed = outputs(model, with_event_changed(batch, position))
-            moved = not torch.equal(changed[0, t], items[0, t])
-            assert moved == (t - position < field), (n_layers, position)
+            difference = (changed[0, t] - items[0, t]).abs().max().item()
+            if t - position < field:
+                assert difference > 1e-13, (n_layers, position, difference)  # 6.5e-10 at the edge; rounding ~1e-16
+            else:
+                assert difference == 0.0, (n_layers, position, difference)
 
 
 def test_band_mask_shape() -> None:

@@ -16,6 +16,7 @@ from model.checkpoint import save_checkpoint
 from model.detector import ShiftDetector, save_detector
 from stream.broker import EmbeddedBroker
 from stream.kafka import create_topics, wait_until_ready
+from stream.settings import Settings
 from stream.worker import WorkerProcess
 from tests.stream.helpers import SMALL_MODEL_DETECTOR, offline_shifts, raw_messages, small_checkpoint, taobao_users
 from topics.specs import ALL_TOPICS
@@ -60,7 +61,7 @@ def fresh_topics(kafka_bootstrap: str) -> str:
                     await asyncio.sleep(0.1)
         finally:
             await admin.close()
-        await create_topics(kafka_bootstrap)
+        await create_topics(kafka_bootstrap, Settings().erasure_deadline_s)
 
     asyncio.run(recreate())
     return f"shiftwatch-test-{uuid.uuid4().hex[:8]}"

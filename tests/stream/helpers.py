@@ -85,6 +85,17 @@ def raw_messages(log: EventLog) -> list[tuple[bytes, bytes]]:
     return [(key, value) for _, key, value in messages(log)]
 
 
+def positions(stream: list[tuple[bytes, bytes]]) -> dict[str, tuple[str, int]]:
+    """Each replayed event's id -> (user id, position in the user's history)."""
+    counts: dict[str, int] = {}
+    out = {}
+    for key, value in stream:
+        user = key.decode()
+        out[json.loads(value)["event_id"]] = (user, counts.get(user, 0))
+        counts[user] = counts.get(user, 0) + 1
+    return out
+
+
 def partition_of(key: bytes) -> int:
     """The partition of a ShiftWatch topic Kafka's default partitioner gives ``key``."""
     return DefaultPartitioner()(key, list(range(PARTITIONS)), list(range(PARTITIONS)))

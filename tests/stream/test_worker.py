@@ -22,6 +22,7 @@ from tests.stream.helpers import (
     event_value,
     offline_probabilities,
     offline_shifts,
+    positions,
     raw_messages,
     run_pipeline,
     same_shift,
@@ -67,10 +68,11 @@ def test_replayed_events_give_one_exact_update_each_and_bad_ones_go_to_dead_lett
 
     updates = consume(kafka_bootstrap, UPDATES.name, len(stream), worker=worker)
     assert len(updates) == len(stream), "one update per accepted event, none for duplicates"
+    where = positions(stream)
     reference = offline_probabilities(checkpoint, stream_log)
     for user, user_updates in by_user(updates).items():
         assert [u["sequence_length"] for u in user_updates] == list(range(1, len(user_updates) + 1))
-        assert [u["event_id"] for u in user_updates] == [f"{user}:{i}" for i in range(len(user_updates))]
+        assert [where[u["event_id"]] for u in user_updates] == [(user, i) for i in range(len(user_updates))]
         for update in user_updates:
             assert update["model_version"] == checkpoint.model_version
             assert_update_matches(update, checkpoint, reference[user])
@@ -218,10 +220,11 @@ def test_after_a_restart_the_table_is_recovered_from_its_changelog(
 
     updates = consume(kafka_bootstrap, UPDATES.name, worker=restarted, until=complete)
     reference = offline_probabilities(checkpoint, stream_log)
+    where = positions(stream)
     latest: dict[str, dict] = {}
     for user, user_updates in by_user(updates).items():
         for update in user_updates:  # under at-least-once, a batch cut by the crash may appear twice, the same
-            assert update["event_id"] == f"{user}:{update['sequence_length'] - 1}", update
+            assert where[update["event_id"]] == (user, update["sequence_length"] - 1), update
             previous = latest.get(update["event_id"])
             if previous is not None:
                 assert same_update(previous, update), json.dumps([previous, update])
