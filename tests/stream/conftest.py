@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from model.checkpoint import save_checkpoint
@@ -19,7 +21,8 @@ from stream.kafka import create_topics, wait_until_ready
 from stream.settings import Settings
 from stream.worker import WorkerProcess
 from tests.stream.helpers import SMALL_MODEL_DETECTOR, offline_shifts, raw_messages, small_checkpoint, taobao_users
-from topics.specs import ALL_TOPICS
+from topics.schema import validator
+from topics.specs import ALL_TOPICS, EVENTS, OUTPUT_TOPICS, UPDATES
 
 
 @pytest.fixture(scope="session")
@@ -146,7 +149,18 @@ async def _consume(
             got.extend(records)
     finally:
         await consumer.stop()
+    check_against_schema(topic, got)
     return got
+
+
+def check_against_schema(topic: str, records: list) -> None:
+    """Every message the suite reads from a ShiftWatch output topic meets the topic's schema."""
+    spec = next((s for s in OUTPUT_TOPICS if s.name == topic), None)
+    if spec is None:
+        return
+    for record in records:
+        if record.value is not None:  # a tombstone
+            validator(spec).validate(json.loads(record.value))
 
 
 def consume(
@@ -161,3 +175,73 @@ def consume(
     """Records of ``topic`` from the start until ``count`` arrived (or ``until(records)``
     holds, or ``timeout``), plus any stragglers; ``read_committed`` skips aborted transactions."""
     return asyncio.run(_consume(bootstrap, topic, count, timeout, worker, until, isolation_level))
+
+
+async def _read_all(bootstrap: str, topic: str) -> list:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(await _partitions(consumer, topic))]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        got: list = []
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(*partitions, timeout_ms=500)).values():
+                got.extend(records)
+        return got
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()
+    return consumer._client.cluster.partitions_for_topic(topic) or set()
+
+
+def read_all(bootstrap: str, topic: str) -> list:
+    """Every record of ``topic`` there is now, from the beginning of each partition to its end."""
+    return asyncio.run(_read_all(bootstrap, topic))
+
+
+async def _committed(bootstrap: str, group: str) -> dict[int, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+        return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == EVENTS.name and meta.offset >= 0}
+    finally:
+        await admin.close()
+
+
+def outputs_past_the_commit(bootstrap: str, group: str) -> int:
+    """Updates on Kafka (committed to it or not) of input events at or past their partition's
+    committed offset: the outputs of a batch whose offsets were not committed."""
+    where = {json.loads(r.value)["event_id"]: (r.partition, r.offset) for r in read_all(bootstrap, EVENTS.name) if _is_event(r.value)}
+    committed = asyncio.run(_committed(bootstrap, group))
+    past = 0
+    for record in read_all(bootstrap, UPDATES.name):
+        if record.value is not None and (source := where.get(json.loads(record.value)["event_id"])) is not None:
+            past += source[1] >= committed.get(source[0], 0)
+    return past
+
+
+def _is_event(value: bytes | None) -> bool:
+    try:
+        return isinstance(json.loads(value or b""), dict)
+    except ValueError:
+        return False
+
+
+def kill_inside_a_batch(worker: WorkerProcess, bootstrap: str, timeout: float = 60.0) -> int:
+    """SIGKILL ``worker`` once Kafka shows outputs of a batch whose offsets are not committed,
+    then show from Kafka that the kill cut one: returns how many such outputs there are."""
+    group = worker.env["SHIFTWATCH_APP_ID"]
+    deadline = time.monotonic() + timeout
+    while outputs_past_the_commit(bootstrap, group) == 0:
+        assert time.monotonic() < deadline and not worker.exited(), "no batch in flight to cut"
+        time.sleep(0.05)
+    worker.stop(kill=True)
+    past = outputs_past_the_commit(bootstrap, group)
+    assert past > 0, "the kill landed between batches (a commit came first): nothing to recover"
+    return past

@@ -6,6 +6,7 @@ project runs."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -80,7 +81,8 @@ def compose(*args: str) -> str:
         command = ["docker-compose"]
     else:
         pytest.fail("no compose CLI: `make install` installs Debian's docker-compose (deploy/setup-system.sh)")
-    done = subprocess.run([*command, "--profile", "replay", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    env = {**os.environ, "SHIFTWATCH_API_TOKEN": "a-test-token"}
+    done = subprocess.run([*command, "--profile", "replay", *args], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -97,6 +99,9 @@ def test_the_compose_file_validates_and_runs_the_whole_service() -> None:
         assert Path(source).exists() or Path(source) == ROOT / "checkpoints", source
     scraped = set(re.findall(r"([a-z0-9-]+):6066", (DEPLOY / "compose" / "prometheus.yml").read_text()))
     assert scraped == {"worker-1", "worker-2", "triggers", "demand"}
+    published = re.findall(r'^\s+- "([^"]*:\d+:\d+)"$', (ROOT / "docker-compose.yml").read_text(), flags=re.M)
+    assert published and all(port.startswith("127.0.0.1:") for port in published), "nothing published beyond loopback"
+    assert config.count("SHIFTWATCH_API_TOKEN: a-test-token") >= 4, "every web server behind the token"
 
 
 def test_the_image_pins_the_project_torch_and_copies_what_exists() -> None:

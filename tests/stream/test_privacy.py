@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from stream.cli import main
+from stream.kafka import create_topics
 from stream.pipeline import InterestPipeline
 from stream.privacy import Pseudonymiser
 from stream.settings import Settings
-from tests.stream.conftest import consume, produce
+from tests.stream.conftest import consume, produce, read_all
 from tests.stream.helpers import event_value, raw_messages, run_pipeline
 from tests.stream.test_worker import get_json, scrape
 from topics.specs import EVENTS, UPDATES
@@ -43,8 +46,38 @@ def wait_until(check, timeout: float = 60.0) -> None:
         time.sleep(0.3)
 
 
+ERASURE_DEADLINE_S = 20
+
+
+def records_naming(bootstrap: str, topics: list[str], names: list[bytes]) -> dict[str, int]:
+    """Per topic, the records (tombstones aside) whose key or value holds one of ``names``,
+    read from the beginning of every partition."""
+    found = {}
+    for topic in topics:
+        records = read_all(bootstrap, topic)
+        hits = sum(1 for r in records if r.value is not None and any(n in (r.key or b"") + r.value for n in names))
+        if hits:
+            found[topic] = hits
+    return found
+
+
+def all_topics(bootstrap: str) -> list[str]:
+    async def listed() -> list[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            return sorted(t for t in await admin.list_topics() if not t.startswith("__"))
+        finally:
+            await admin.close()
+
+    return asyncio.run(listed())
+
+
 @pytest.mark.kafka
-def test_forget_erases_a_user_everywhere_the_worker_keeps_them(kafka_bootstrap, worker_factory, stream_log, tmp_path) -> None:
+def test_forget_erases_a_user_everywhere_within_the_deadline(kafka_bootstrap, worker_factory, fresh_topics, stream_log, tmp_path) -> None:
+    """With an erasure deadline of seconds, a forgotten user is gone from every topic and
+    changelog within it: read from the beginning, nothing names her but tombstones. The web API
+    answers for her as for a user it never saw."""
     alice = "alice-7f3c9"
     hidden = Pseudonymiser(SECRET.encode()).user(alice).encode()
     history = [
@@ -53,10 +86,12 @@ def test_forget_erases_a_user_everywhere_the_worker_keeps_them(kafka_bootstrap, 
         for i, c in enumerate([4756105, 4756105, 4145813, 4756105, 2355072])
     ]  # fmt: skip
     stream = raw_messages(stream_log.first_users(5)) + history
-    worker = worker_factory(pseudonym_key=SECRET).start()
+    asyncio.run(create_topics(kafka_bootstrap, ERASURE_DEADLINE_S))  # the topics of fresh_topics, under the test's deadline
+    deadline = {"erasure_deadline_s": ERASURE_DEADLINE_S, "pseudonym_key": SECRET}
+    worker = worker_factory(**deadline).start()
     rules = tmp_path / "rules.toml"
     rules.write_text('[[rule]]\nname = "any"\n')
-    triggers = worker_factory(command=("triggers", "--rules", str(rules)), pseudonym_key=SECRET).start()
+    triggers = worker_factory(command=("triggers", "--rules", str(rules)), **deadline).start()
     produce(kafka_bootstrap, EVENTS.name, stream)
     updates = consume(kafka_bootstrap, UPDATES.name, len(stream), worker=worker)
     assert len(updates) == len(stream)
@@ -73,6 +108,18 @@ def test_forget_erases_a_user_everywhere_the_worker_keeps_them(kafka_bootstrap, 
     assert [r.value for r in records if r.key == hidden][-1] is None, "a tombstone replaces her last update"
     assert scrape(worker.web_port)[("shiftwatch_users_forgotten_total", ())] == 1
     wait_until(lambda: get_json(triggers.web_port, "/triggers/stats")[1]["forgotten"] == 1)
+    never_seen = get_json(worker.web_port, "/users/nobody-at-all/interests")
+    assert get_json(worker.web_port, f"/users/{alice}/interests") == never_seen and never_seen[0] == 404, "no oracle"
+
+    topics = all_topics(kafka_bootstrap)
+    assert {f"{fresh_topics}-users-changelog", f"{fresh_topics}-triggers-trigger_state-changelog"} <= set(topics)
+    assert records_naming(kafka_bootstrap, topics, [alice.encode(), hidden]), "she is there before the deadline"
+    forgotten_at = time.monotonic()
+    while found := records_naming(kafka_bootstrap, topics, [alice.encode(), hidden]):
+        assert time.monotonic() - forgotten_at < 3 * ERASURE_DEADLINE_S, f"still there after {3 * ERASURE_DEADLINE_S} s: {found}"
+        time.sleep(2)
+    erased_after = time.monotonic() - forgotten_at
+    assert erased_after < 3 * ERASURE_DEADLINE_S, erased_after
 
     # she comes back as a new user: her first event gives her first update again
     produce(kafka_bootstrap, EVENTS.name, history[:1])

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from model.detector import ShiftDetector
 from stream.pipeline import InterestPipeline
 from stream.settings import Settings
-from tests.stream.conftest import consume, produce
+from tests.stream.conftest import consume, kill_inside_a_batch, produce
 from tests.stream.helpers import (
     SMALL_MODEL_DETECTOR,
     assert_update_matches,
@@ -201,11 +201,12 @@ def test_after_a_restart_the_table_is_recovered_from_its_changelog(
     first, second = stream[: len(stream) // 2], stream[len(stream) // 2 :]
     worker = worker_factory(batch_size="16").start()
     produce(kafka_bootstrap, EVENTS.name, first)
-    if crash:  # SIGKILL mid-stream: some batches published, not committed, maybe half written
+    if crash:  # SIGKILL mid-stream: a batch published, not committed, maybe half written
         consume(kafka_bootstrap, UPDATES.name, len(first) // 3, worker=worker)
+        kill_inside_a_batch(worker, kafka_bootstrap)
     else:
         assert len(consume(kafka_bootstrap, UPDATES.name, len(first), worker=worker)) == len(first)
-    worker.stop(kill=crash)
+        worker.stop()
     # A new machine: the local RocksDB is gone, only the changelog is left.
     shutil.rmtree(worker.env["SHIFTWATCH_DATA_DIR"])
 
