@@ -8,7 +8,6 @@ group ``<app id>-<service>``, state under ``<data dir>/<service>``) that consume
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 

@@ -12,8 +12,8 @@ they hold together:
 - arrays and objects nest at most :data:`MAX_DEPTH` deep (an event is one flat object):
   deeper input is refused before the parser recurses;
 - a number literal has at most :data:`MAX_NUMBER_CHARS` characters (any 64-bit integer, any
-  float); ``NaN`` and ``Infinity`` are not JSON and are refused, and so is a float that
-  overflows to infinity;
+  float) and is finite as a float (``number_out_of_range``); ``NaN`` and ``Infinity`` are
+  not JSON and are refused;
 - the bytes must be UTF-8 and the strings the event uses valid Unicode (no lone surrogate
   from a ``\\ud800`` escape); ids have at most ``max_string_length`` characters.
 
@@ -24,7 +24,7 @@ they hold together:
 >>> validate(b"[" * 6000 + b"]" * 6000, now_ms=0).reason
 'too_deep'
 >>> validate(b'{"ts": ' + b"9" * 5000 + b"}", now_ms=0).reason
-'number_too_long'
+'number_out_of_range'
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from model.events import canonical_event_type
 from topics.records import EARLIEST_MS, SECONDS_CUTOFF, ClickEvent
 
 Reason = Literal[
-    "not_json", "too_deep", "number_too_long", "invalid_unicode", "not_object", "missing_field", "wrong_type",
+    "not_json", "too_deep", "number_out_of_range", "invalid_unicode", "not_object", "missing_field", "wrong_type",
     "oversized", "unknown_event_type", "bad_timestamp", "late", "wrong_key", "conflicting_duplicate",
 ]  # fmt: skip
 REASONS: tuple[str, ...] = get_args(Reason)
@@ -74,16 +74,16 @@ class _Refused(Exception):
 
 def _int(literal: str) -> int:
     if len(literal) > MAX_NUMBER_CHARS:
-        raise _Refused("number_too_long", f"a number of {len(literal)} characters (limit {MAX_NUMBER_CHARS})")
+        raise _Refused("number_out_of_range", f"a number of {len(literal)} characters (limit {MAX_NUMBER_CHARS})")
     return int(literal)
 
 
 def _float(literal: str) -> float:
     if len(literal) > MAX_NUMBER_CHARS:
-        raise _Refused("number_too_long", f"a number of {len(literal)} characters (limit {MAX_NUMBER_CHARS})")
+        raise _Refused("number_out_of_range", f"a number of {len(literal)} characters (limit {MAX_NUMBER_CHARS})")
     value = float(literal)
     if not math.isfinite(value):
-        raise _Refused("not_json", f"the number {literal} overflows a float")
+        raise _Refused("number_out_of_range", f"the number {printable(literal, 40)} overflows a float")
     return value
 
 
@@ -142,7 +142,7 @@ def parse(raw: bytes, max_bytes: int) -> object | Rejection:
     """The JSON value of ``raw`` within the limits above, or why not (never raises).
 
     >>> parse(b'{"a": NaN}', 100).reason, parse(b'[1e999]', 100).reason, parse(b"[1]", 100)
-    ('not_json', 'not_json', [1])
+    ('not_json', 'number_out_of_range', [1])
     """
     if len(raw) > max_bytes:
         return Rejection("oversized", f"the message has {len(raw)} bytes (limit {max_bytes})")

@@ -27,11 +27,14 @@ class DecodeError(ValueError):
     """A message that is not a valid record of its topic."""
 
 
-def decode(topic: str, value: bytes) -> faust.Record:
-    """The record a message of an output topic carries."""
+def decode(topic: str, value: bytes | None) -> faust.Record | None:
+    """The record a message of an output topic carries; ``None`` for a tombstone (on
+    ``interest.updates`` and ``interest.shifts``: the user, named by the key, was forgotten)."""
     record_type = RECORDS.get(topic)
     if record_type is None:
         raise DecodeError(f"{topic!r} is not a ShiftWatch output topic ({', '.join(sorted(RECORDS))})")
+    if value is None:
+        return None
     try:
         data = json.loads(value)
         return record_type.from_data(data)
@@ -45,7 +48,7 @@ class Received:
     partition: int
     offset: int
     key: str | None
-    record: faust.Record
+    record: faust.Record | None  # None: a tombstone, the user named by ``key`` was forgotten
 
 
 class OutputConsumer:

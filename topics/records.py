@@ -137,7 +137,7 @@ SECONDS_CUTOFF = 100_000_000_000
 
 DEAD_LETTER_REASONS: tuple[str, ...] = (
     # the input's refusals (stream.validation.REASONS)
-    "not_json", "too_deep", "number_too_long", "invalid_unicode", "not_object", "missing_field", "wrong_type",
+    "not_json", "too_deep", "number_out_of_range", "invalid_unicode", "not_object", "missing_field", "wrong_type",
     "oversized", "unknown_event_type", "bad_timestamp", "late", "wrong_key", "conflicting_duplicate",
     # a bug while admitting one message; a forget request naming no user; not a shift on interest.shifts
     "internal_error", "forget_without_key", "not_a_shift",

@@ -2,7 +2,7 @@
 
 >>> from topics.records import CategoryProbability
 >>> json_schema(CategoryProbability)["properties"]["probability"]
-{'type': 'number'}
+{'type': 'number', 'minimum': 0, 'maximum': 1}
 """
 
 from __future__ import annotations

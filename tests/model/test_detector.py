@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from model.calibration import IsotonicCalibration
-from model.detector import DetectorSettings, DetectorState, ShiftDetector, load_detector, save_detector
+from model.checkpoint import META_FILE
+from model.detector import (
+    DETECTOR_FILE, DetectorMismatch, DetectorSettings, DetectorState, ShiftDetector, load_detector, save_detector, tuned_for,
+)
 from model.distribution import Distribution
 from model.events import StoredEvent
 
@@ -129,3 +132,13 @@ def test_settings_are_checked() -> None:
         DetectorSettings(short_alpha=0.01, long_alpha=0.5)
     with pytest.raises(ValueError):
         DetectorSettings(threshold=0)
+
+
+def test_a_detector_file_is_refused_by_a_model_it_was_not_tuned_for(tmp_path) -> None:
+    (tmp_path / META_FILE).write_text(json.dumps({"model_version": "model-a"}))
+    save_detector(ShiftDetector(SETTINGS), tmp_path, {"fitted_on": "a test"})
+    assert {p.name for p in tmp_path.iterdir()} == {META_FILE, DETECTOR_FILE}, "written atomically: no partial file left"
+    assert tuned_for(tmp_path) == "model-a"
+    assert load_detector(tmp_path, "model-a").settings == SETTINGS
+    with pytest.raises(DetectorMismatch, match="tuned for model version model-a, not for model-b.*detect-eval"):
+        load_detector(tmp_path, "model-b")

@@ -120,6 +120,20 @@ async def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None
         await producer.stop()
 
 
+def produce_to(bootstrap: str, topic: str, partition: int, key: bytes, value: bytes) -> None:
+    """One message into one partition."""
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, value=value, key=key, partition=partition)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
 def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
     asyncio.run(_produce(bootstrap, topic, messages))
 

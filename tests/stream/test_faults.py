@@ -10,17 +10,18 @@ import time
 from collections import Counter
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from hypothesis import HealthCheck, Phase, given, settings
 
 from stream.kafka import wait_until_ready
 from stream.validation import REASONS
 from tests.stream import hostile
-from tests.stream.conftest import consume, kill_inside_a_batch, produce
+from tests.stream.conftest import consume, kill_inside_a_batch, produce, produce_to
 from tests.stream.helpers import assert_update_matches, key_per_partition, offline_probabilities, partition_of, positions, raw_messages, same_update
 from tests.stream.test_worker import get_json, scrape
 from topics.records import DEAD_LETTER_COPY_BYTES
 from topics.schema import validator
-from topics.specs import EVENTS, INVALID, UPDATES
+from topics.specs import DAY_MS, EVENTS, INVALID, PARTITIONS, UPDATES, changelog_config
 
 FUZZ_CASES = 10_000
 NOW_MS = int(time.time() * 1000)
@@ -108,6 +109,15 @@ def test_fuzzed_input_never_crashes_the_worker_and_nothing_vanishes(kafka_bootst
     assert len(consume(kafka_bootstrap, UPDATES.name, int(outcomes["accepted"]), worker=worker)) == outcomes["accepted"]
     assert worker.process.pid == pid and not worker.exited(), "the worker never restarted"
     assert "Traceback" not in worker.tail(10**7)
+
+
+async def create_topic(bootstrap: str, topic: NewTopic) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([topic])
+    finally:
+        await admin.close()
 
 
 def check_every_event_has_its_exact_update(updates: list, stream_log, checkpoint) -> None:
@@ -256,3 +266,28 @@ def test_exactly_once_publishes_every_update_once_across_a_kill(kafka_bootstrap,
     check_every_event_has_its_exact_update(updates, stream_log, checkpoint)
     every = consume(kafka_bootstrap, UPDATES.name, len(updates), worker=restarted)  # aborted transactions too
     assert len(every) > len(updates), "the kill's aborted outputs are there, and read_committed skipped them"
+
+
+@pytest.mark.kafka
+def test_a_message_whose_admission_raises_is_dead_lettered_and_its_batch_goes_on(
+    kafka_bootstrap, worker_factory, fresh_topics, stream_log
+) -> None:
+    """A row the worker cannot read (written to its changelog behind its back) makes admitting
+    that user's events raise: each is dead-lettered as ``internal_error``, every other event
+    of the same batches gets its update, and the worker never restarts."""
+    stream = raw_messages(stream_log.first_users(6))
+    victim = stream[0][0]
+    changelog = f"{fresh_topics}-users-changelog"  # as the worker would create it at its first start
+    asyncio.run(create_topic(kafka_bootstrap, NewTopic(changelog, PARTITIONS, 1, topic_configs=changelog_config(DAY_MS))))
+    produce_to(kafka_bootstrap, changelog, partition_of(victim), victim, b"{not a row")
+    worker = worker_factory(batch_size="512").start()
+    pid = worker.process.pid
+    produce(kafka_bootstrap, EVENTS.name, stream)
+    others = [(k, v) for k, v in stream if k != victim]
+    updates = consume(kafka_bootstrap, UPDATES.name, len(others), worker=worker)
+    assert sorted(json.loads(r.value)["event_id"] for r in updates) == sorted(json.loads(v)["event_id"] for _, v in others)
+    victims = len(stream) - len(others)
+    letters = [json.loads(r.value) for r in consume(kafka_bootstrap, INVALID.name, victims, worker=worker)]
+    assert len(letters) == victims and {letter["reason"] for letter in letters} == {"internal_error"}
+    assert letters[0]["detail"].startswith("JSONDecodeError")
+    assert worker.process.pid == pid and not worker.exited() and "Traceback" not in worker.tail(10**7)

@@ -34,6 +34,8 @@ def test_the_watcher_loads_a_new_version_once_and_skips_a_torn_one(stream_checkp
     (served / META_FILE).write_text('{"model_version": "torn')  # a writer caught mid-way
     assert watcher.poll() is None
     save_checkpoint(second_checkpoint, served)
+    assert watcher.poll() is None, "its detector.json was tuned for the first model: not served with the second"
+    save_detector(ShiftDetector(SMALL_MODEL_DETECTOR), served, {"tuned_on": "nothing: the tests' setting"})
     loaded = watcher.poll()
     assert loaded is not None and loaded.checkpoint.model_version == second_checkpoint.model_version != first.model_version
     assert loaded.detector.settings == SMALL_MODEL_DETECTOR, "the detector file in the directory comes along"

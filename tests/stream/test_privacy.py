@@ -15,7 +15,7 @@ from stream.pipeline import InterestPipeline
 from stream.privacy import Pseudonymiser
 from stream.settings import Settings
 from tests.stream.conftest import consume, produce, read_all
-from tests.stream.helpers import event_value, raw_messages, run_pipeline
+from tests.stream.helpers import NOW_MS, event_value, raw_messages, run_pipeline, spliced_history
 from tests.stream.test_worker import get_json, scrape
 from topics.specs import EVENTS, UPDATES
 
@@ -37,6 +37,23 @@ def test_pseudonymised_outputs_and_rows_hold_no_raw_ids(stream_log, stream_check
     # the same interests, under other names
     assert [u["top_categories"] for u in hidden[0]] == [u["top_categories"] for u in plain[0]]
     assert len({u["user_id"] for u in hidden[0]}) == len(raw_users)
+
+
+def test_dead_letters_under_pseudonymisation_carry_no_raw_id(stream_checkpoint) -> None:
+    checkpoint, _ = stream_checkpoint
+    pipeline = InterestPipeline(checkpoint, Settings(pseudonym_key=SECRET))
+    alice = "alice-7f3c9"
+    value = event_value(event_id=f"{alice}:0", user_id=alice, item_id="i", category_id="c", event_type="view", ts=1_511_600_000_000)
+    refused = pipeline.check(value, b"bob-the-key", 0, 7, NOW_MS)
+    letter = refused.dead_letter  # type: ignore[union-attr]
+    text = letter.dumps()
+    assert letter.reason == "wrong_key" and letter.user_id == Pseudonymiser(SECRET.encode()).user(alice)
+    assert b"alice" not in text and b"bob" not in text, text
+    assert letter.original_base64 == "" and letter.original_sha256 is None and letter.original_size == len(value)
+    error = pipeline.internal_error(value, 0, 8, KeyError(alice))
+    assert error.detail == "KeyError" and b"alice" not in error.dumps()
+    plain = InterestPipeline(checkpoint, Settings()).internal_error(value, 0, 8, KeyError(alice))
+    assert alice in plain.detail, "without pseudonymisation the detail helps debugging"
 
 
 def wait_until(check, timeout: float = 60.0) -> None:
@@ -80,11 +97,11 @@ def test_forget_erases_a_user_everywhere_within_the_deadline(kafka_bootstrap, wo
     answers for her as for a user it never saw."""
     alice = "alice-7f3c9"
     hidden = Pseudonymiser(SECRET.encode()).user(alice).encode()
-    history = [
-        (alice.encode(), event_value(event_id=f"{alice}:{i}", user_id=alice, item_id=f"i{i}", category_id=str(c),
-                                     event_type="view", ts=1_511_600_000_000 + i * 60_000))
-        for i, c in enumerate([4756105, 4756105, 4145813, 4756105, 2355072])
-    ]  # fmt: skip
+    spliced = spliced_history(stream_log)  # a real history with a shift in it, so that a trigger fires for her
+    history = []
+    for _, value in raw_messages(spliced.log):
+        event = json.loads(value)
+        history.append((alice.encode(), json.dumps({**event, "user_id": alice}).encode()))
     stream = raw_messages(stream_log.first_users(5)) + history
     asyncio.run(create_topics(kafka_bootstrap, ERASURE_DEADLINE_S))  # the topics of fresh_topics, under the test's deadline
     deadline = {"erasure_deadline_s": ERASURE_DEADLINE_S, "pseudonym_key": SECRET}
@@ -99,7 +116,9 @@ def test_forget_erases_a_user_everywhere_within_the_deadline(kafka_bootstrap, wo
     mine = [json.loads(u.value) for u in updates if u.key == hidden]
     assert len(mine) == len(history)
     status, interests = get_json(worker.web_port, f"/users/{alice}/interests")
-    assert status == 200 and interests["events"] == len(history)
+    assert status == 200 and interests["events"] == len(history) and interests["user_id"] == hidden.decode()
+    trigger_rows = f"{fresh_topics}-triggers-trigger_state-changelog"
+    wait_until(lambda: trigger_rows in all_topics(kafka_bootstrap) and records_naming(kafka_bootstrap, [trigger_rows], [hidden]))
 
     assert main(["forget", alice, "--bootstrap", kafka_bootstrap]) == 0
     wait_until(lambda: get_json(worker.web_port, f"/users/{alice}/interests")[0] == 404)
@@ -116,10 +135,10 @@ def test_forget_erases_a_user_everywhere_within_the_deadline(kafka_bootstrap, wo
     assert records_naming(kafka_bootstrap, topics, [alice.encode(), hidden]), "she is there before the deadline"
     forgotten_at = time.monotonic()
     while found := records_naming(kafka_bootstrap, topics, [alice.encode(), hidden]):
-        assert time.monotonic() - forgotten_at < 3 * ERASURE_DEADLINE_S, f"still there after {3 * ERASURE_DEADLINE_S} s: {found}"
+        assert time.monotonic() - forgotten_at < 2 * ERASURE_DEADLINE_S, f"still there after {2 * ERASURE_DEADLINE_S} s: {found}"
         time.sleep(2)
     erased_after = time.monotonic() - forgotten_at
-    assert erased_after < 3 * ERASURE_DEADLINE_S, erased_after
+    print(f"erased from {len(topics)} topics {erased_after:.1f} s after the forget (deadline {ERASURE_DEADLINE_S} s)")
 
     # she comes back as a new user: her first event gives her first update again
     produce(kafka_bootstrap, EVENTS.name, history[:1])
