@@ -101,8 +101,10 @@ def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
         "transaction.state.log.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
         "log.cleaner.backoff.ms": "1000",
-        # at most a quarter of the shortest erasure deadline the tests set (topics/specs.py)
+        # well within a quarter of the shortest erasure deadline the tests set (topics/specs.py),
+        # from a second after the start (Kafka's default waits 30 s before the first check)
         "log.retention.check.interval.ms": "1000",
+        "log.initial.task.delay.ms": "1000",
     }
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 

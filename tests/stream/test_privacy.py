@@ -135,7 +135,8 @@ def test_forget_erases_a_user_everywhere_within_the_deadline(kafka_bootstrap, wo
     assert records_naming(kafka_bootstrap, topics, [alice.encode(), hidden]), "she is there before the deadline"
     forgotten_at = time.monotonic()
     while found := records_naming(kafka_bootstrap, topics, [alice.encode(), hidden]):
-        assert time.monotonic() - forgotten_at < 2 * ERASURE_DEADLINE_S, f"still there after {2 * ERASURE_DEADLINE_S} s: {found}"
+        print(f"{time.monotonic() - forgotten_at:.1f} s: {found}")
+        assert time.monotonic() - forgotten_at < ERASURE_DEADLINE_S, f"still there after the deadline: {found}"
         time.sleep(2)
     erased_after = time.monotonic() - forgotten_at
     print(f"erased from {len(topics)} topics {erased_after:.1f} s after the forget (deadline {ERASURE_DEADLINE_S} s)")
