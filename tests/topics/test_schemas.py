@@ -27,7 +27,7 @@ def test_every_user_keyed_topic_is_co_partitioned() -> None:
     day = 86_400_000
     assert UPDATES.config(day) == {"cleanup.policy": "compact", "segment.ms": str(day // 4), "max.compaction.lag.ms": str(day // 4),
                                    "min.compaction.lag.ms": "0", "delete.retention.ms": str(day // 4)}  # fmt: skip
-    assert INVALID.config(day) == {"cleanup.policy": "delete", "segment.ms": str(day // 8), "retention.ms": str(day // 4)}
+    assert INVALID.config(day) == {"cleanup.policy": "delete", "segment.ms": str(day // 8), "retention.ms": str(day // 2)}
     assert DEMAND.config(day) == {"cleanup.policy": "delete", "retention.ms": str(90 * day)}, "no user data: kept 90 days"
     assert all(spec.user_data for spec in ALL_TOPICS if spec is not DEMAND)
     assert topic_schema(EVENTS)["properties"]["ts"]["anyOf"][1]["type"] == "string"  # type: ignore[index]
