@@ -44,11 +44,11 @@ bench-beauty: install
 
 bench-engine: install
 	test -f checkpoints/taobao/checkpoint.json || $(MAKE) eval-taobao
-	$(BIN)/shiftwatch bench engine --checkpoint checkpoints/taobao --json bench/results/engine.json
+	$(BIN)/python -m bench.engine --checkpoint checkpoints/taobao --json bench/results/engine.json
 
 bench-e2e: install
 	test -f checkpoints/taobao/checkpoint.json || $(MAKE) eval-taobao
-	$(BIN)/shiftwatch bench e2e --checkpoint checkpoints/taobao --json bench/results/e2e.json
+	$(BIN)/python -m bench.e2e --checkpoint checkpoints/taobao --json bench/results/e2e.json
 
 # Soak (not in CI): a million events through one worker with a state TTL; memory sampled.
 soak: install

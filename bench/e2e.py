@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from model.data import EventLog
-from stream.broker import EmbeddedBroker
-from stream.kafka import create_topics
+from model.data.loaders import EventLog
+from stream.ops.broker import EmbeddedBroker
+from stream.ops.admin import create_topics
 from stream.settings import Settings
-from stream.replay import replay
-from stream.worker import WorkerProcess
+from stream.ops.replay import replay
+from stream.ops.process import WorkerProcess
 from topics.specs import EVENTS, PARTITIONS, UPDATES
 
 TRIVIAL_AGENT = """
@@ -197,7 +197,7 @@ def write_markdown(results: dict[str, object], path: Path) -> None:
         "",
         f"One worker process, {setup['events']:,} events of {setup['dataset']} pre-loaded into "
         f"{setup['partitions']} partitions, {setup['broker']}, {setup['cpu_count']} CPUs. "
-        "Produced by `shiftwatch bench e2e`.",
+        "Produced by `python -m bench.e2e`.",
         "",
         "| measure | value |",
         "|---|---:|",
@@ -209,3 +209,33 @@ def write_markdown(results: dict[str, object], path: Path) -> None:
         "",
     ]
     path.write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.e2e``: sustained events/s and produce-to-update latency of one worker process
+    (embedded broker unless KAFKA_BOOTSTRAP is set), with the raw aiokafka and trivial-Faust ceilings
+    from the same run."""
+    import argparse
+
+    from model.data.loaders import load_event_log
+    from model.net.checkpoint import load_checkpoint
+    from stream.cli.common import DEFAULT_DATA
+
+    parser = argparse.ArgumentParser(prog="python -m bench.e2e", description=main.__doc__)
+    parser.add_argument("--checkpoint", type=Path, default=Path("checkpoints/taobao"), help="trained checkpoint directory (default: %(default)s)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="event log to pre-load and replay (default: %(default)s)")
+    parser.add_argument("--json", required=True, type=Path, help="where to write the results JSON")
+    parser.add_argument("--markdown", type=Path, help="Markdown table to write (default: beside the JSON)")
+    parser.add_argument("--latency-seconds", type=float, default=20.0, help="seconds of paced load for the latency figures (default: %(default)s)")
+    args = parser.parse_args(argv)
+    load_checkpoint(args.checkpoint)  # fail early and clearly
+    results = run_e2e_bench(load_event_log(args.data), args.checkpoint, E2EConfig(latency_seconds=args.latency_seconds))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=1) + "\n")
+    write_markdown(results, args.markdown or args.json.with_suffix(".md"))
+    print(json.dumps({k: v for k, v in results.items() if not isinstance(v, dict)}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -5,7 +5,7 @@ On replayed real sequences, one run measures, on the same events:
 (a) ``naive``: per event, a full forward over the user's window (the last
     ``receptive_field`` events), batch 1;
 (b) ``batched_recompute``: the same full forward for a batch of users at once;
-(c) ``incremental``: :class:`model.engine.IncrementalEngine` with every user cached;
+(c) ``incremental``: :class:`model.online.engine.IncrementalEngine` with every user cached;
 (d) ``miss``: the engine with every user evicted, so each event rebuilds from history.
 
 Measured events sit at positions ``receptive_field .. receptive_field + steps - 1`` of the
@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.checkpoint import Checkpoint
-from model.data import EventLog
-from model.engine import EventTokens, IncrementalEngine, InMemoryHistory, UserEvent
-from model.batching import pad_sequences
-from model.transformer import InterestTransformer
-from model.vocab import TokenSequence
+from model.net.checkpoint import Checkpoint
+from model.data.loaders import EventLog
+from model.online.engine import EventTokens, IncrementalEngine, InMemoryHistory, UserEvent
+from model.net.batching import pad_sequences
+from model.net.transformer import InterestTransformer
+from model.data.vocab import TokenSequence
 
 
 @dataclass(frozen=True)
@@ -212,7 +212,7 @@ def write_markdown(results: dict[str, object], path: Path) -> None:
         "",
         f"{setup['dataset']}, {setup['users']} users x {setup['steps_per_user']} events at full windows "
         f"(receptive field {setup['receptive_field']}), batches of {setup['batch_size']}, "
-        f"torch {setup['torch']} on {setup['torch_threads']} threads. Produced by `shiftwatch bench engine`.",
+        f"torch {setup['torch']} on {setup['torch_threads']} threads. Produced by `python -m bench.engine`.",
         "",
         "| variant | events/s | batch p50 ms | batch p99 ms | events |",
         "|---|---:|---:|---:|---:|",
@@ -240,3 +240,32 @@ def save(results: dict[str, object], json_path: Path, markdown_path: Path | None
     if markdown_path is not None:
         markdown_path.parent.mkdir(parents=True, exist_ok=True)
         write_markdown(results, markdown_path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.engine``: naive, batched-recompute, incremental (hits) and rebuild (misses) inference."""
+    import argparse
+
+    from model.data.loaders import load_event_log
+    from model.net.checkpoint import load_checkpoint
+    from stream.cli.common import add_checkpoint_and_data
+
+    parser = argparse.ArgumentParser(prog="python -m bench.engine", description=main.__doc__)
+    add_checkpoint_and_data(parser, "event log to replay (default: %(default)s)")
+    parser.add_argument("--markdown", type=Path, help="Markdown table to write (default: beside the JSON)")
+    parser.add_argument("--batch-size", type=int, default=256, help="users per batch (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=4, help="measured events per user (default: %(default)s)")
+    parser.add_argument("--naive-events", type=int, default=512, help="events timed for (a) (default: %(default)s)")
+    parser.add_argument("--max-users", type=int, help="replay at most this many users (default: all long enough)")
+    args = parser.parse_args(argv)
+    checkpoint = load_checkpoint(args.checkpoint)
+    log = load_event_log(args.data, args.format)
+    config = EngineBenchConfig(steps=args.steps, batch_size=args.batch_size, naive_events=args.naive_events, max_users=args.max_users)
+    results = run_engine_bench(checkpoint, log, config)
+    save(results, args.json, args.markdown or args.json.with_suffix(".md"))
+    print(json.dumps({k: v for k, v in results.items() if not isinstance(v, dict)}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

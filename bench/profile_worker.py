@@ -22,12 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from model.data import load_event_log
-from stream.broker import EmbeddedBroker
-from stream.kafka import create_topics
+from model.data.loaders import load_event_log
+from stream.ops.broker import EmbeddedBroker
+from stream.ops.admin import create_topics
 from stream.settings import Settings
-from stream.replay import replay
-from stream.worker import WorkerProcess
+from stream.ops.replay import replay
+from stream.ops.process import WorkerProcess
 
 DEFAULT_DATA = Path("data/taobao/UserBehavior_head_84475rows.csv.gz")
 WRAPPERS = re.compile(

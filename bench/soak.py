@@ -26,12 +26,12 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
-from model.data import EventLog, load_event_log
-from stream.broker import EmbeddedBroker
-from stream.kafka import create_topics
+from model.data.loaders import EventLog, load_event_log
+from stream.ops.broker import EmbeddedBroker
+from stream.ops.admin import create_topics
 from stream.settings import Settings
-from stream.replay import messages
-from stream.worker import WorkerProcess
+from stream.ops.replay import messages
+from stream.ops.process import WorkerProcess
 from topics.specs import EVENTS
 
 DAY_MS = 24 * 3600 * 1000

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The Debian packages the test suite needs besides Python's: chromium and chromium-driver for the
-# dashboard's browser test (tests/stream/test_dashboard.py), docker-compose to validate
-# docker-compose.yml without a Docker engine (tests/stream/test_deploy.py).
+# dashboard's browser test (tests/stream/worker/test_dashboard.py), docker-compose to validate
+# docker-compose.yml without a Docker engine (tests/test_deploy.py).
 # Idempotent; `make install` runs it. Nothing is downloaded at test time.
 set -e
 missing=""

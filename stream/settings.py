@@ -38,7 +38,7 @@ class Settings:
     checkpoint_poll_s: float = setting(
         10.0,
         "How often (seconds) the worker looks for a new model version in the checkpoint directory and swaps it in "
-        "without a restart (stream/hotswap.py); 0 never.",
+        "without a restart (stream/worker/hotswap.py); 0 never.",
     )
     data_dir: Path = setting(Path(".shiftwatch/worker"), "Worker state on disk (the RocksDB table store).")
     store: str = setting("rocksdb://", "Faust table store: `rocksdb://` (via rocksdict) or `memory://`.")
@@ -75,7 +75,7 @@ class Settings:
     pseudonym_key: str = setting(
         "",
         "Secret for pseudonymous user ids: when set, user and event ids are replaced by an HMAC-SHA-256 under it "
-        "before anything is stored or published (stream/privacy.py). Empty: ids are kept as they come.",
+        "before anything is stored or published (stream/worker/privacy.py). Empty: ids are kept as they come.",
     )
     demand_tumbling_s: float = setting(86400.0, "`shiftwatch demand`: size of the tumbling windows, seconds of event time.")
     demand_hopping_s: float = setting(604800.0, "`shiftwatch demand`: size of the hopping windows, seconds of event time.")

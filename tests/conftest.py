@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.config import ModelConfig
-from model.transformer import InterestTransformer, TokenBatch
+from model.net.config import ModelConfig
+from model.net.transformer import InterestTransformer, TokenBatch
 
 ROOT = Path(__file__).resolve().parent.parent
 TAOBAO_SAMPLE = ROOT / "data" / "taobao" / "UserBehavior_head_84475rows.csv.gz"

@@ -16,7 +16,7 @@ from pathlib import Path
 import faust
 import jsonschema
 
-from model.events import BEHAVIOR_ALIASES
+from model.data.events import BEHAVIOR_ALIASES
 from topics.records import DEAD_LETTER_REASONS, EARLIEST_MS, SECONDS_CUTOFF
 from topics.specs import ALL_TOPICS, EVENTS, TopicSpec
 
@@ -95,7 +95,7 @@ def _any_case(word: str) -> str:
 
 
 def input_schema() -> dict[str, object]:
-    """What the worker accepts on the input topic (:mod:`stream.validation`): other keys are
+    """What the worker accepts on the input topic (:mod:`stream.worker.validation`): other keys are
     ignored, ids are strings or integers, behaviours are matched ignoring case and surrounding
     space, and ``ts`` is epoch seconds or milliseconds or ISO 8601 with a zone."""
     identifier = {

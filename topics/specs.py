@@ -23,7 +23,7 @@ def erasure_config(cleanup_policy: Literal["delete", "compact"], deadline_ms: in
     A compacted topic: a segment is rolled (on the next append) after a quarter of the deadline
     and compacted a quarter after its records were written, so a record followed by a newer
     value (a tombstone) goes within about five eighths of the deadline, given an append every
-    eighth (:func:`stream.durable.schedule_segment_rolls`); tombstones stay a quarter. A
+    eighth (:func:`stream.runtime.durable.schedule_segment_rolls`); tombstones stay a quarter. A
     deleted one: a segment is rolled after an eighth and deleted half the deadline after its
     last record, so within five eighths; half, not less, because the input topic is one of
     them and an event must wait there for a worker that is down or behind. The broker's

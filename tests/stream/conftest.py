@@ -14,12 +14,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from model.checkpoint import save_checkpoint
-from model.detector import ShiftDetector, save_detector
-from stream.broker import EmbeddedBroker
-from stream.kafka import create_topics, wait_until_ready
+from model.net.checkpoint import save_checkpoint
+from model.online.detector import ShiftDetector, save_detector
+from stream.ops.broker import EmbeddedBroker
+from stream.ops.admin import create_topics, wait_until_ready
 from stream.settings import Settings
-from stream.worker import WorkerProcess
+from stream.ops.process import WorkerProcess
 from tests.stream.helpers import SMALL_MODEL_DETECTOR, offline_shifts, raw_messages, small_checkpoint, taobao_users
 from topics.schema import validator
 from topics.specs import ALL_TOPICS, EVENTS, OUTPUT_TOPICS, UPDATES

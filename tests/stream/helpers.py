@@ -9,18 +9,18 @@ import numpy as np
 import torch
 from aiokafka.partitioner import DefaultPartitioner
 
-from model.checkpoint import Checkpoint
-from model.config import ModelConfig
-from model.data import EventLog, UserSequence, load_event_log
-from model.detector import DetectorSettings, ShiftDetector
-from model.shift_benchmark import dominant, splice
-from model.splits import SplitSpec
-from model.transformer import InterestTransformer, TokenBatch
-from model.vocab import TokenSequence, Tokenizer
-from stream.pipeline import Admitted, InterestPipeline, Refused
-from stream.replay import messages
+from model.net.checkpoint import Checkpoint
+from model.net.config import ModelConfig
+from model.data.loaders import EventLog, UserSequence, load_event_log
+from model.online.detector import DetectorSettings, ShiftDetector
+from model.shift_eval.benchmark import dominant, splice
+from model.data.splits import SplitSpec
+from model.net.transformer import InterestTransformer, TokenBatch
+from model.data.vocab import TokenSequence, Tokenizer
+from stream.worker.pipeline import Admitted, InterestPipeline, Refused
+from stream.ops.replay import messages
 from stream.settings import Settings
-from stream.state import UserState
+from stream.worker.state import UserState
 from tests.conftest import TAOBAO_SAMPLE
 from topics.specs import PARTITIONS
 

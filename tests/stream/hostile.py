@@ -1,7 +1,7 @@
 """Hostile input messages by class, as Hypothesis strategies: the fuzzing corpus of the unit and
 the broker tests.
 
-Each class aims at one limit of :mod:`stream.validation` from both sides: nesting around
+Each class aims at one limit of :mod:`stream.worker.validation` from both sides: nesting around
 ``MAX_DEPTH`` and far past Python's recursion limit, number literals around
 ``MAX_NUMBER_CHARS`` and thousands of digits long, every JSON literal (and the non-JSON
 ``NaN``/``Infinity``), invalid UTF-8 and lone surrogates in every field, sizes around
@@ -15,7 +15,7 @@ import json
 
 from hypothesis import strategies as st
 
-from stream.validation import MAX_DEPTH, MAX_NUMBER_CHARS
+from stream.worker.validation import MAX_DEPTH, MAX_NUMBER_CHARS
 from topics.records import DEAD_LETTER_COPY_BYTES
 
 FIELDS = ("event_id", "user_id", "item_id", "category_id", "event_type", "ts")

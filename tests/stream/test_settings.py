@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 
 from stream.settings import ENVIRONMENT, Settings, markdown_table
+from tests.conftest import ROOT
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+DOC = ROOT / "docs" / "configuration.md"
 
 
 def test_every_setting_reads_its_environment_variable() -> None:

@@ -3,9 +3,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from stream.broker import KAFKA_VERSION, POM
+from stream.ops.broker import KAFKA_VERSION, POM
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_one_kafka_version_everywhere() -> None:

@@ -1,0 +1,93 @@
+"""Sparse category distributions: a user's interest as ``{raw category id: probability}``.
+
+Only the ``m`` most probable categories are kept; the mass of all others (and the model's
+own out-of-vocabulary mass) is the *rest*, ``1 - sum(values)``, which every function here
+treats as one more category. Raw ids, not model ids, so that a distribution means the same
+under every checkpoint and for detectors that use no model at all.
+
+>>> p = {"shoes": 0.75, "bags": 0.25}
+>>> q = {"books": 1.0}
+>>> jensen_shannon(p, p), jensen_shannon(p, q)
+(0.0, 1.0)
+>>> blend({"shoes": 1.0}, q, 0.25, m=2)
+{'shoes': 0.75, 'books': 0.25}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from operator import itemgetter
+
+import numpy as np
+
+from model.data.vocab import OOV_ID, Vocabulary
+
+Distribution = dict[str, float]
+
+
+def rest(p: Mapping[str, float]) -> float:
+    """The mass outside the kept categories."""
+    return max(0.0, 1.0 - math.fsum(p.values()))
+
+
+def strongest(p: Mapping[str, float], m: int) -> Distribution:
+    """The ``m`` most probable categories (ties keep their order in ``p``: deterministic for
+    a deterministic input)."""
+    if len(p) <= m:
+        return dict(p)
+    return dict(sorted(p.items(), key=itemgetter(1), reverse=True)[:m])
+
+
+def blend(old: Mapping[str, float], new: Mapping[str, float], weight: float, m: int) -> Distribution:
+    """``(1 - weight) * old + weight * new``, cut to its ``m`` strongest categories."""
+    keep = 1.0 - weight
+    mixed = {category: keep * mass for category, mass in old.items()}
+    for category, mass in new.items():
+        mixed[category] = mixed.get(category, 0.0) + weight * mass
+    return strongest(mixed, m)
+
+
+def jensen_shannon(p: Mapping[str, float], q: Mapping[str, float]) -> float:
+    """Jensen-Shannon divergence in bits (0 = same, 1 = disjoint), the rest counted as one category."""
+    pairs = [(rest(p), rest(q))]
+    pairs += [(mass, q.get(category, 0.0)) for category, mass in p.items()]
+    pairs += [(0.0, mass) for category, mass in q.items() if category not in p]
+    log2 = math.log2
+    total = 0.0
+    for a, b in pairs:  # a log(a/m) + b log(b/m), m = (a + b) / 2
+        mean = 0.5 * (a + b)
+        if a > 0.0:
+            total += a * log2(a / mean)
+        if b > 0.0:
+            total += b * log2(b / mean)
+    return min(1.0, max(0.0, 0.5 * total))
+
+
+def from_model(probs: np.ndarray, best: np.ndarray, vocabulary: Vocabulary, copied: Mapping[str, float], m: int) -> Distribution:
+    """A model's interest distribution by raw category id.
+
+    ``probs`` is the model's distribution over its category vocabulary; ``best`` some of its
+    most probable ids (at least ``m``, or all); ``copied`` the mass the copy head puts on the
+    user's events whose category is outside the vocabulary, by raw id. The vocabulary's own
+    out-of-vocabulary entry is not a category: its mass stays in the rest.
+    """
+    out = {vocabulary.decode(int(i)): float(probs[i]) for i in best if i > OOV_ID and probs[i] > 0.0}
+    for category, mass in copied.items():
+        out[category] = out.get(category, 0.0) + mass
+    return strongest(out, m)
+
+
+def frequencies(categories: list[str], m: int) -> Distribution:
+    """The empirical distribution of ``categories``: what a detector without a model sees.
+
+    >>> frequencies(["a", "b", "a", "c"], m=2)
+    {'a': 0.5, 'b': 0.25}
+    """
+    if not categories:
+        return {}
+    share = 1.0 / len(categories)
+    counts: Distribution = {}
+    for category in categories:
+        counts[category] = counts.get(category, 0.0) + share
+    return strongest(counts, m)

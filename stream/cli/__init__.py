@@ -1,0 +1,1 @@
+"""The ``shiftwatch`` command line (:mod:`stream.cli.main`)."""

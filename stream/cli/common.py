@@ -1,0 +1,31 @@
+"""What several commands share: default paths, log levels, common options, running a Faust app."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEFAULT_DATA = Path("data/taobao/UserBehavior_head_84475rows.csv.gz")
+LOGLEVELS = ["crit", "error", "warn", "info", "debug"]
+
+
+def add_checkpoint_and_data(parser: argparse.ArgumentParser, data_help: str) -> None:
+    """The options of commands that run a checkpoint over a log and write results JSON."""
+    parser.add_argument("--checkpoint", type=Path, default=Path("checkpoints/taobao"), help="(default: %(default)s)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=data_help)
+    parser.add_argument("--format", choices=["taobao", "s3rec"], help="force the input format (default: detect)")
+    parser.add_argument("--json", required=True, type=Path, help="where to write the results JSON")
+
+
+def bootstrap(args: argparse.Namespace) -> str:
+    from stream.settings import Settings
+
+    return getattr(args, "bootstrap", None) or Settings.from_env().kafka_bootstrap
+
+
+def run_app(app: object, loglevel: str) -> int:
+    """Run a Faust app in this process until it is stopped."""
+    import faust
+
+    faust.Worker(app, loglevel=loglevel).execute_from_commandline()
+    return 0

@@ -1,0 +1,67 @@
+"""``shiftwatch train``: fit the interest model on an event log."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train the interest model on an event log",
+        description=(
+            "Train the interest Transformer. Logs with timestamps are split by time "
+            "(train < T1 <= validation < T2 <= test); order-only logs leave-one-out."
+        ),
+    )
+    parser.add_argument("--data", required=True, type=Path, help="Taobao CSV or S3-Rec sequence file (.gz ok)")
+    parser.add_argument("--out", required=True, type=Path, help="checkpoint directory to write")
+    parser.add_argument("--format", choices=["taobao", "s3rec"], help="force the input format (default: detect)")
+    parser.add_argument("--t1", help="validation start: ISO 8601 with offset or epoch seconds (default: 70%% quantile)")
+    parser.add_argument("--t2", help="test start: ISO 8601 with offset or epoch seconds (default: 85%% quantile)")
+    parser.add_argument("--epochs", type=int, help="maximum epochs (default 200)")
+    parser.add_argument("--patience", type=int, help="epochs without validation gain before stopping (default 10)")
+    parser.add_argument("--batch-size", type=int, help="sequence pieces per step (default 64)")
+    parser.add_argument("--learning-rate", type=float, help="AdamW learning rate (default 1e-3)")
+    parser.add_argument("--max-minutes", type=float, help="wall-clock budget for training")
+    parser.add_argument("--seed", type=int, help="random seed (default 0)")
+    parser.add_argument("--model", default="{}", help='model config overrides as JSON, e.g. \'{"window": 32}\'')
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from model.net.checkpoint import save_checkpoint
+    from model.data.loaders import load_event_log
+    from model.data.splits import SplitSpec, parse_time
+    from model.training.train import TrainConfig, train
+
+    log = load_event_log(args.data, args.format)
+    print(f"{args.data}: {len(log.users):,} users, {log.n_events:,} events; {log.report.summary()}", file=sys.stderr)
+    split = SplitSpec.for_log(
+        log,
+        parse_time(args.t1) if args.t1 else None,
+        parse_time(args.t2) if args.t2 else None,
+    )
+    overrides = {
+        name: getattr(args, name)
+        for name in ("epochs", "patience", "batch_size", "learning_rate", "max_minutes", "seed")
+        if getattr(args, name) is not None
+    }
+    config = replace(TrainConfig(), **overrides)
+    result = train(log, split, json.loads(args.model), config, progress=not args.quiet)
+    version = save_checkpoint(result.checkpoint, args.out)
+    summary = {
+        "checkpoint": str(args.out),
+        "model_version": version,
+        "split": split.to_dict(),
+        **result.checkpoint.training,
+        "validation": result.checkpoint.metrics["validation"],
+    }
+    print(json.dumps(summary, indent=1))
+    return 0

@@ -1,0 +1,149 @@
+"""A user's durable state, the value of the worker's table: small, JSON, rebuildable-from.
+
+It keeps the raw fields of the user's last ``keep`` events (the model's receptive field),
+so a cache can be rebuilt exactly and a new checkpoint can re-tokenise them; the total
+number of accepted events (the next event's position); the input offset it has seen up
+to; the shift detector's state and the last few shifts; and counters. Raw values, not token ids, so that the row
+survives a vocabulary change.
+
+>>> state = UserState.empty()
+>>> state.accept(StoredEvent("e1", "i1", "c1", "view", 1_000), keep=3, source=(0, 10))
+'appended'
+>>> state.accept(StoredEvent("e1", "i1", "c1", "view", 1_000), keep=3, source=(0, 10))
+'redelivered'
+>>> state.accept(StoredEvent("e1", "i1", "c1", "view", 1_000), keep=3, source=(0, 11))
+'duplicate'
+>>> state.accept(StoredEvent("e1", "i7", "c1", "view", 1_000), keep=3, source=(0, 12))
+'conflicting_duplicate'
+>>> state.accept(StoredEvent("e2", "i2", "c1", "cart", 500), keep=3, lateness_ms=1_000, source=(0, 13))
+'reordered'
+>>> [e.event_id for e in state.events], state.length
+(['e2', 'e1'], 2)
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Literal
+
+from model.online.detector import DetectorState
+from model.data.events import StoredEvent
+
+Outcome = Literal["appended", "reordered", "duplicate", "conflicting_duplicate", "redelivered", "late"]
+
+
+@dataclass
+class UserState:
+    events: list[StoredEvent] = field(default_factory=list)
+    length: int = 0  # accepted events ever; the last kept event has position length - 1
+    before_ts: int | None = None  # ts of the event just before events[0], for its time gap
+    duplicates: int = 0
+    late: int = 0
+    reordered: int = 0
+    source_partition: int = -1  # all of a user's messages come from one input partition (keyed by user)
+    source_offset: int = -1  # the last input offset applied to this row
+    detector: DetectorState = field(default_factory=DetectorState)  # the shift detector's state for this user
+    shifts: list[dict[str, object]] = field(default_factory=list)  # the last few shifts, in brief
+
+    @classmethod
+    def empty(cls) -> UserState:
+        return cls()
+
+    @property
+    def last_ts(self) -> int | None:
+        """The latest timestamp accepted (events are kept in time order)."""
+        return self.events[-1].ts if self.events else None
+
+    @property
+    def first_position(self) -> int:
+        """Absolute position of ``events[0]``."""
+        return self.length - len(self.events)
+
+    def accept(self, event: StoredEvent, keep: int, lateness_ms: int = 0, source: tuple[int, int] = (-1, -1)) -> Outcome:
+        """Add ``event``, read from input ``source`` (partition, offset), unless it is a message
+        this row has already seen (``redelivered``, as after a crash between publishing and
+        committing), an event id among the kept events (``duplicate``, as a producer's retry
+        sends; ``conflicting_duplicate`` when the kept event with that id differs), or too ``late``.
+        Say what happened.
+        """
+        partition, offset = source
+        if partition == self.source_partition and offset <= self.source_offset:
+            return "redelivered"
+        self.source_partition, self.source_offset = partition, offset
+        for stored in self.events:
+            if stored.event_id == event.event_id:
+                self.duplicates += 1
+                return "duplicate" if stored == event else "conflicting_duplicate"
+        last_ts = self.last_ts
+        if last_ts is not None and event.ts < last_ts - lateness_ms:
+            self.late += 1
+            return "late"
+        outcome: Outcome = "appended"
+        if last_ts is not None and event.ts < last_ts:
+            times = [e.ts for e in self.events]
+            self.events.insert(bisect.bisect_right(times, event.ts), event)
+            self.reordered += 1
+            outcome = "reordered"
+        else:
+            self.events.append(event)
+        self.length += 1
+        dropped = len(self.events) - keep
+        if dropped > 0:
+            self.before_ts = self.events[dropped - 1].ts
+            del self.events[:dropped]
+        return outcome
+
+    def to_json(self) -> bytes:
+        """Compact JSON: events as arrays in :class:`StoredEvent` field order."""
+        row = {name: getattr(self, name) for name in _PLAIN_FIELDS}
+        row["events"] = self.events
+        row["detector"] = self.detector.to_row()
+        return json.dumps(row, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> UserState:
+        row = json.loads(raw)
+        detector_row = row.pop("detector", None)  # absent in rows written before shift detection
+        detector = DetectorState() if detector_row is None else DetectorState.from_row(detector_row)
+        return cls(events=[StoredEvent._make(e) for e in row.pop("events")], detector=detector, **row)
+
+
+_PLAIN_FIELDS = (  # serialised as they are
+    "length", "before_ts", "duplicates", "late", "reordered", "source_partition", "source_offset", "shifts",
+)  # fmt: skip
+
+
+class StateCache:
+    """Deserialised rows of the most recently seen users; the least recently used go first.
+
+    >>> cache = StateCache(capacity=2)
+    >>> cache.put(b"a", UserState.empty()); cache.put(b"b", UserState.empty())
+    >>> _ = cache.get(b"a"); cache.put(b"c", UserState.empty())
+    >>> [key for key in (b"a", b"b", b"c") if cache.get(key) is not None]
+    [b'a', b'c']
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._states: OrderedDict[bytes, UserState] = OrderedDict()
+
+    def get(self, key: bytes) -> UserState | None:
+        state = self._states.get(key)
+        if state is not None:
+            self._states.move_to_end(key)
+        return state
+
+    def put(self, key: bytes, state: UserState) -> None:
+        self._states[key] = state
+        self._states.move_to_end(key)
+        while len(self._states) > self.capacity:
+            self._states.popitem(last=False)
+
+    def drop(self, key: bytes) -> None:
+        self._states.pop(key, None)
+
+    def clear(self) -> None:
+        self._states.clear()

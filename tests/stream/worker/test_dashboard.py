@@ -1,0 +1,84 @@
+"""The live dashboard in a real browser (Debian's headless Chromium, driven by Selenium)
+while a history is replayed through the broker."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.stream.conftest import produce
+from tests.stream.helpers import raw_messages
+from topics.specs import EVENTS
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.kafka
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.fail("Debian's chromium and chromium-driver are missing: `make install` installs them (deploy/setup-system.sh)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--window-size=1400,1200", f"--user-data-dir={tmp_path / 'chromium'}",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    yield driver
+    driver.quit()
+
+
+def wait_ready(port: int, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+                if json.loads(response.read())["ready"]:
+                    return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError("the worker never became ready")
+
+
+def test_dashboard_shows_live_shifts_and_a_drill_down(kafka_bootstrap, worker_factory, stream_log, browser) -> None:
+    worker = worker_factory(batch_size="16").start()
+    wait_ready(worker.web_port)
+    browser.get(f"http://127.0.0.1:{worker.web_port}/dashboard")
+    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "connection").text == "feed: live")
+    assert not browser.find_elements(By.CSS_SELECTOR, "tr.shift-row"), "nothing before the replay"
+
+    produce(kafka_bootstrap, EVENTS.name, raw_messages(stream_log))
+    WebDriverWait(browser, 120).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.shift-row")) >= 5)
+    WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#flow-matrix td.cell"))
+    users = {link.get_attribute("data-user") for link in browser.find_elements(By.CSS_SELECTOR, "a.user")}
+    assert users <= {u.user_id for u in stream_log.users}
+
+    link = browser.find_elements(By.CSS_SELECTOR, "a.user")[-1]  # the oldest shift in the feed
+    user = link.get_attribute("data-user")
+    browser.execute_script("arguments[0].click()", link)  # the feed is still moving: click this very link
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#drilldown polyline.series"))
+    assert browser.find_element(By.ID, "drill-user").text == user
+    # the row that holds the shift is written just after the shift is published; the chart refreshes
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#drilldown line.shift-marker"))
+    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "throughput-value").text not in ("", "-"))
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "dashboard.png"
+    assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
