@@ -94,8 +94,8 @@ def _event(user: str, tokens: TokenSequence, position: int) -> UserEvent:
     )
 
 
-def _outputs(engine: IncrementalEngine, batch: Sequence[UserEvent]) -> np.ndarray:
-    result = engine.step(batch)
+def _outputs(engine: IncrementalEngine, batch: Sequence[UserEvent], history: InMemoryHistory) -> np.ndarray:
+    result = engine.step(batch, history)
     return np.concatenate([result.category_probs, result.top_item_scores], axis=1)
 
 
@@ -141,19 +141,19 @@ def run_engine_bench(checkpoint: Checkpoint, log: EventLog, config: EngineBenchC
     batched, reference = _timed(measured, recomputed, "(b) batched recompute")
 
     def warmed(cache_dtype: torch.dtype) -> IncrementalEngine:
-        engine = IncrementalEngine(model, version, history, cache_dtype=cache_dtype, top_k=config.top_k)
+        engine = IncrementalEngine(model, version, cache_dtype=cache_dtype, top_k=config.top_k)
         for position in tqdm(range(field), desc="warm-up", unit="step", leave=False):
             for i in range(0, len(users), config.batch_size):
-                engine.step([_event(u, tokens[u], position) for u in users[i : i + config.batch_size]])
+                engine.step([_event(u, tokens[u], position) for u in users[i : i + config.batch_size]], history)
         return engine
 
     engine = warmed(torch.float32)
-    incremental, incremental_out = _timed(measured, lambda b: _outputs(engine, b), "(c) incremental")
+    incremental, incremental_out = _timed(measured, lambda b: _outputs(engine, b, history), "(c) incremental")
     hits_only = engine.stats.rebuilds == 0 and engine.stats.evictions == 0
-    cold = IncrementalEngine(model, version, history, top_k=config.top_k)
-    miss, miss_out = _timed(measured, lambda b: _outputs(cold, b), "(d) miss", before_each=cold.clear)
+    cold = IncrementalEngine(model, version, top_k=config.top_k)
+    miss, miss_out = _timed(measured, lambda b: _outputs(cold, b, history), "(d) miss", before_each=cold.clear)
     half_engine = warmed(torch.bfloat16)
-    _, half_out = _timed(measured, lambda b: _outputs(half_engine, b), "(c') bfloat16 cache")
+    _, half_out = _timed(measured, lambda b: _outputs(half_engine, b, history), "(c') bfloat16 cache")
 
     def worst(outputs: list[np.ndarray]) -> float:
         return float(max(np.abs(o - r).max() for o, r in zip(outputs, reference)))

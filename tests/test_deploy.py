@@ -16,7 +16,7 @@ import pytest
 
 from prometheus_client import CollectorRegistry
 
-from model.online.engine import IncrementalEngine, InMemoryHistory
+from model.online.engine import IncrementalEngine
 from stream.services.downstream import StatsCollector
 from stream.services.demand import HELP as DEMAND_HELP
 from stream.worker.metrics import WorkerMetrics
@@ -32,7 +32,7 @@ DEPLOY = ROOT / "deploy"
 def exposed_names() -> set[str]:
     registry = CollectorRegistry()
     checkpoint = small_checkpoint(taobao_users(3))
-    engine = IncrementalEngine(checkpoint.model, checkpoint.model_version, InMemoryHistory())
+    engine = IncrementalEngine(checkpoint.model, checkpoint.model_version)
     metrics = WorkerMetrics(registry, engine, {"model_version": checkpoint.model_version, "detector_calibrated": "no"}, lambda: {("t", 0): 1}, lambda: 3, ["c1"])
     metrics.events.labels("accepted").inc()
     metrics.dead_letters.labels("not_json").inc()
@@ -60,7 +60,7 @@ def test_prometheus_scrapes_the_worker_default_port() -> None:
 def test_shift_flows_keep_label_values_bounded() -> None:
     registry = CollectorRegistry()
     checkpoint = small_checkpoint(taobao_users(3))
-    engine = IncrementalEngine(checkpoint.model, checkpoint.model_version, InMemoryHistory())
+    engine = IncrementalEngine(checkpoint.model, checkpoint.model_version)
     metrics = WorkerMetrics(registry, engine, {"model_version": "v"}, dict, lambda: 0, ["a", "b"])
     for source, target in (("a", "b"), ("a", "zzz"), ("y", "zzz")):
         metrics.count_shift({"from_categories": [{"category_id": source}], "to_categories": [{"category_id": target}]})

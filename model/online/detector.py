@@ -64,7 +64,7 @@ class DetectorSettings:
     min_events: int = 10  # events a user needs before the first alarm
     min_change: float = 0.05  # smallest mass change a from/to category needs
     top_m: int = 20  # categories kept per distribution
-    recent_events: int = 10  # events the model reads for each input distribution (model/online/recent.py)
+    recent_events: int = 10  # events the model reads for each input distribution (model/online/scorer.py)
     max_categories: int = 3  # from/to categories listed per shift
     evidence_events: int = 8  # recent events kept as evidence
     evidence_listed: int = 5  # events listed per shift

@@ -16,7 +16,7 @@ under every checkpoint and for detectors that use no model at all.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from operator import itemgetter
 
 import numpy as np
@@ -76,6 +76,23 @@ def from_model(probs: np.ndarray, best: np.ndarray, vocabulary: Vocabulary, copi
     for category, mass in copied.items():
         out[category] = out.get(category, 0.0) + mass
     return strongest(out, m)
+
+
+def copied_outside_vocabulary(weights: np.ndarray, categories: Sequence[str], vocabulary: Vocabulary) -> dict[str, float]:
+    """The copy head's mass on copied events whose raw category is outside ``vocabulary``:
+    ``weights[j]`` is the mass copied from an event of raw category ``categories[j]``. Such a
+    category has no probability of its own in the model, only this.
+
+    >>> from model.data.vocab import Vocabulary
+    >>> copied_outside_vocabulary(np.array([0.25, 0.5, 0.125]), ["new", "known", "new"], Vocabulary.build(["known"], 1))
+    {'new': 0.375}
+    """
+    out: dict[str, float] = {}
+    for j in np.flatnonzero(weights > 0):
+        category = categories[j]
+        if category not in vocabulary:
+            out[category] = out.get(category, 0.0) + float(weights[j])
+    return out
 
 
 def frequencies(categories: list[str], m: int) -> Distribution:

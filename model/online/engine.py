@@ -11,14 +11,15 @@ keys carry rotary encodings of *absolute* positions. So for each user the engine
 and a new event needs one row of every layer, attending over at most ``W`` cached rows.
 Caches live in preallocated slabs; users are evicted least-recently-used under a byte
 budget, and a user who is not cached is rebuilt exactly from their last
-``receptive_field - 1`` events, which a :class:`HistorySource` provides.
+``receptive_field - 1`` events, read from the :class:`HistorySource` the caller passes
+with each step (the engine holds no reference to its caller's state).
 
 >>> import numpy as np
 >>> from model.net.config import ModelConfig
 >>> from model.net.transformer import InterestTransformer
 >>> _ = torch.manual_seed(0)
 >>> config = ModelConfig(n_items=20, n_categories=6, d_model=16, n_heads=2, d_ff=32, window=4, copy_window=4)
->>> engine = IncrementalEngine(InterestTransformer(config), "v1", InMemoryHistory(), top_k=3)
+>>> engine = IncrementalEngine(InterestTransformer(config), "v1", top_k=3)
 >>> result = engine.step([UserEvent("alice", 0, EventTokens(item=5, category=2, behavior=2, gap=0))])
 >>> result.category_probs.shape, round(float(result.category_probs.sum()), 5), result.model_version
 ((1, 6), 1.0, 'v1')
@@ -90,6 +91,10 @@ class InMemoryHistory:
             empty = np.zeros(0, dtype=np.int64)
             return TokenSequence(empty, empty, empty, empty)
         return sequence.slice(max(0, position - count), position)
+
+
+NO_HISTORY = InMemoryHistory()
+"""Users with no earlier events: every one not cached starts afresh."""
 
 
 @dataclass(frozen=True)
@@ -192,13 +197,11 @@ class IncrementalEngine:
         self,
         model: InterestTransformer,
         model_version: str,
-        history: HistorySource,
         *,
         budget_bytes: int = DEFAULT_BUDGET_BYTES,
         cache_dtype: torch.dtype = torch.float32,
         top_k: int = 10,
     ):
-        self.history = history
         self.budget_bytes = budget_bytes
         self.cache_dtype = cache_dtype
         self.top_k = top_k
@@ -248,8 +251,9 @@ class IncrementalEngine:
         return sum(t.numel() * t.element_size() for t in vars(s).values())
 
     @torch.no_grad()
-    def step(self, events: Sequence[UserEvent]) -> StepResult:
+    def step(self, events: Sequence[UserEvent], history: HistorySource = NO_HISTORY) -> StepResult:
         """Outputs after each of ``events``; a user's events are taken in the order given.
+        A user who is not cached at their event's position is rebuilt from ``history``.
 
         Consecutive events of one user are computed together, as a chunk that attends to
         the user's cache and to itself, so a batch full of one user's session costs about
@@ -259,7 +263,7 @@ class IncrementalEngine:
             raise ValueError("step needs at least one event")
         parts: list[tuple[list[int], dict[str, np.ndarray]]] = []
         for chunks in self._rounds(events):
-            outputs = self._step_round(chunks, events)
+            outputs = self._step_round(chunks, events, history)
             parts.append(([i for chunk in chunks for i in chunk], outputs))
         order = np.concatenate([np.asarray(indices) for indices, _ in parts])
         inverse = np.empty_like(order)
@@ -297,7 +301,9 @@ class IncrementalEngine:
         c = self.model.config
         return min(c.window, c.copy_window, MAX_CHUNK)
 
-    def _step_round(self, chunks: list[list[int]], events: Sequence[UserEvent]) -> dict[str, np.ndarray]:
+    def _step_round(
+        self, chunks: list[list[int]], events: Sequence[UserEvent], history: HistorySource
+    ) -> dict[str, np.ndarray]:
         heads = [events[chunk[0]] for chunk in chunks]
         slots, to_rebuild, first = [], [], []
         for chunk, head in zip(chunks, heads):
@@ -316,7 +322,7 @@ class IncrementalEngine:
         slot_ids = torch.tensor(slots, dtype=torch.long)
         self._slabs.reset(slot_ids[[*to_rebuild, *first]])
         if to_rebuild:
-            self._rebuild([heads[r] for r in to_rebuild], slot_ids[to_rebuild])
+            self._rebuild([heads[r] for r in to_rebuild], slot_ids[to_rebuild], history)
         outputs = self._advance([[events[i] for i in chunk] for chunk in chunks], slot_ids)
         for chunk in chunks:
             last = events[chunk[-1]]
@@ -345,11 +351,11 @@ class IncrementalEngine:
         self._slots[user] = slot
         return slot
 
-    def _rebuild(self, events: list[UserEvent], slots: torch.Tensor) -> None:
+    def _rebuild(self, events: list[UserEvent], slots: torch.Tensor, history: HistorySource) -> None:
         """Fill the caches of ``slots`` from each user's events before their new one."""
         config = self.model.config
         context = config.receptive_field - 1
-        histories = [self.history.events_before(e.user, e.position, context) for e in events]
+        histories = [history.events_before(e.user, e.position, context) for e in events]
         histories = [h.slice(max(0, len(h) - context), len(h)) for h in histories]
         lengths = [len(h) for h in histories]
         if max(lengths) == 0:

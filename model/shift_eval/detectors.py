@@ -4,7 +4,7 @@ Each takes a :class:`TrackInputs` (a history with everything a detector may read
 once) and returns the positions of its alarms.
 
 * ``transformer``: :class:`~model.online.detector.ShiftDetector` on the model's recent interest
-  (:mod:`model.online.recent`, as the worker feeds it).
+  (:mod:`model.online.scorer`, as the worker feeds it).
 * ``frequency_jsd``: the same detector on raw category frequencies (each event's category
   as a one-hot distribution, so its short-term view is an EWMA of recent categories):
   the same test without the model.
@@ -37,7 +37,7 @@ class TrackInputs:
     """A benchmark history and what the detectors read, one entry per event."""
 
     track: Track
-    model: list[Distribution]  # the model's recent interest after each event (model/online/recent.py)
+    model: list[Distribution]  # the model's recent interest after each event (model/online/scorer.py)
     surprisal: np.ndarray  # bits, of each event's category under the Markov baseline
 
 

@@ -36,7 +36,7 @@ from model.data.loaders import EventLog, UserSequence
 from model.online.detector import DetectorSettings, ShiftDetector
 from model.online.distribution import Distribution
 from model.net.predict import score_outputs
-from model.online.recent import recent_interest_along, scored_interest
+from model.online.scorer import interest_along, recent_interest_along
 from model.shift_eval.benchmark import (
     NATURAL_THRESHOLD,
     NATURAL_WINDOW,
@@ -86,24 +86,6 @@ class Benchmark:
     name: str
     validation: list[TrackInputs]
     test: list[TrackInputs]
-
-
-def model_distributions(
-    checkpoint: Checkpoint, sequences: Sequence[UserSequence], m: int, progress: bool = True
-) -> list[list[Distribution]]:
-    """The transformer's interest after every event of every sequence, as the worker computes it."""
-    tokenizer = checkpoint.tokenizer
-    vocabulary = tokenizer.categories
-    tokens = [tokenizer.encode(s) for s in sequences]
-    out: list[list[Distribution]] = [[{} for _ in range(len(s))] for s in sequences]
-    wanted = [np.arange(len(s)) for s in sequences]
-    total = sum(len(s) for s in sequences)
-    with tqdm(total=total, desc="model distributions", unit="event", leave=False, disable=not progress) as bar:
-        for scored in score_outputs(checkpoint.model, tokens, wanted, "category"):
-            for s, position, interest in scored_interest(scored, tokens, [q.categories for q in sequences], vocabulary, m):
-                out[s][position] = interest
-            bar.update(len(scored.outputs))
-    return out
 
 
 def markov_for(checkpoint: Checkpoint, log: EventLog) -> MarkovSurprisal:

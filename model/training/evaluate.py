@@ -27,7 +27,8 @@ from model.training.baselines import DecayedFrequency, Markov, MostFrequent, Pop
 from model.net.checkpoint import Checkpoint
 from model.data.loaders import EventLog
 from model.training.metrics import PerPrediction, bootstrap_difference, target_ranks
-from model.net.predict import Scored, score_outputs
+from model.net.predict import score_outputs
+from model.online.scorer import copied_mass
 from model.data.splits import TEST, TRAIN, VALIDATION, SplitSpec
 from model.net.transformer import NEG_INF
 from model.data.vocab import OOV_ID, PAD_ID, TokenSequence, Vocabulary
@@ -91,7 +92,7 @@ def evaluate_transformer(
             target = vocabulary.encode(target_raw)
             if protocol.mask_seen:
                 scores[row, tokens[s].items[: output + 1]] = NEG_INF
-            extra = copied_outside_vocabulary(scored, row, tokens[s].categories, raw[s])
+            extra = copied_mass(scored, row, raw[s], vocabulary)
             target_score = scores[row, target] if target != OOV_ID else extra.get(target_raw, NEG_INF)
             if target_score == NEG_INF:
                 ranks[row] = scores.shape[1]
@@ -99,24 +100,6 @@ def evaluate_transformer(
                 ranks[row] = int((scores[row] >= target_score).sum()) + sum(v >= target_score for v in extra.values())
         parts.append((scored.sequences, scored.outputs, ranks))
     return _ordered(parts)
-
-
-def copied_outside_vocabulary(scored: Scored, row: int, model_ids: np.ndarray, raw: Sequence[str]) -> dict[str, float]:
-    """Copy mass per raw category for the events of ``row``'s window whose category is OOV.
-
-    Empty for the item head, which does not copy.
-    """
-    if scored.copy_weights is None or scored.window_starts is None:
-        return {}
-    start = int(scored.window_starts[row])
-    visible = int(scored.outputs[row]) - start + 1  # the window up to and including the output itself
-    weights = scored.copy_weights[row, :visible]
-    window_ids = model_ids[start : start + len(weights)]
-    extra: dict[str, float] = {}
-    for column in np.flatnonzero((window_ids == OOV_ID) & (weights > 0)):
-        category = raw[start + column]
-        extra[category] = extra.get(category, 0.0) + float(weights[column])
-    return extra
 
 
 def _ordered(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> PerPrediction:

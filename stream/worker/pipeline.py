@@ -17,15 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
+from model.data.events import StoredEvent
 from model.net.checkpoint import Checkpoint
 from model.online.detector import Shift, ShiftDetector
-from model.online.distribution import Distribution, from_model
-from model.online.engine import EventTokens, IncrementalEngine, UserEvent
-from model.online.recent import recent_interest
-from model.data.events import StoredEvent
-from model.data.vocab import OOV_ID, TokenSequence, Tokenizer
+from model.online.distribution import Distribution
+from model.online.scorer import InterestScorer, UserWindow
 from stream.worker.privacy import Pseudonymiser
 from stream.settings import Settings
 from stream.worker.state import UserState
@@ -77,20 +74,21 @@ class Scored:
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
-    """An event to score: the user's kept events as they stood just after it was accepted.
+    """An event to score: its user's kept events as they stood just after it was accepted.
 
-    The update is the interest after ``events[index]``, the user's latest event (which is
-    this one, unless it was reordered before later ones: then ``reorder`` is set and the
-    user's cache must be rebuilt). ``position`` is its absolute position.
+    The update is the interest after ``window.event``, the user's latest event (which is
+    ``event``, unless that was reordered before later ones: then ``reorder`` is set and the
+    user's cache must be rebuilt).
     """
 
-    user_id: str
     event: StoredEvent
-    events: tuple[StoredEvent, ...]
-    first_position: int
-    before_ts: int | None
+    window: UserWindow
     reorder: bool
     state: UserState  # the user's live state: its detector state and last shift change when the batch is scored
+
+    @property
+    def user_id(self) -> str:
+        return self.window.user_id
 
     @property
     def event_id(self) -> str:
@@ -101,12 +99,8 @@ class Admitted:
         return self.event.ts
 
     @property
-    def index(self) -> int:
-        return len(self.events) - 1
-
-    @property
     def position(self) -> int:
-        return self.first_position + self.index
+        return self.window.position
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,13 +122,12 @@ class InterestPipeline:
 
     def __init__(self, checkpoint: Checkpoint, settings: Settings, detector: ShiftDetector | None = None):
         self.settings = settings
-        self.tokenizer: Tokenizer = checkpoint.tokenizer
         self.keep = checkpoint.config.receptive_field
-        self.engine = IncrementalEngine(
-            checkpoint.model, checkpoint.model_version, self, budget_bytes=settings.cache_mb * 2**20, top_k=0
-        )
         self.detector = detector or ShiftDetector()
-        self._snapshots: dict[tuple[str, int], Admitted] = {}
+        self.scorer = InterestScorer(
+            checkpoint, budget_bytes=settings.cache_mb * 2**20, top_k=settings.top_k,
+            recent_events=self.detector.settings.recent_events, top_m=self.detector.settings.top_m,
+        )  # fmt: skip
         # only with a publish threshold: a copy of each recent user's last published distribution
         self._last_published: OrderedDict[str, np.ndarray] = OrderedDict()
         self.pseudonyms = Pseudonymiser(settings.pseudonym_key.encode())
@@ -143,9 +136,8 @@ class InterestPipeline:
         """Serve another checkpoint from the next batch on. Users' rows hold raw events, so each
         user's cache is rebuilt under the new model and vocabulary on their next event; their
         detector state (distributions over raw categories) carries over."""
-        self.tokenizer = checkpoint.tokenizer
         self.keep = checkpoint.config.receptive_field
-        self.engine.swap(checkpoint.model, checkpoint.model_version)
+        self.scorer.swap(checkpoint, detector.settings.recent_events, detector.settings.top_m)
         self.detector = detector
         self._last_published.clear()
 
@@ -166,7 +158,7 @@ class InterestPipeline:
 
     def forget(self, user_id: str) -> None:
         """Drop what this process holds in memory about a user (``user_id`` as stored)."""
-        self.engine.forget(user_id)
+        self.scorer.forget(user_id)
         self._last_published.pop(user_id, None)
 
     def dead_letter(
@@ -218,10 +210,8 @@ class InterestPipeline:
         if outcome == "conflicting_duplicate":
             conflict = Rejection("conflicting_duplicate", "an event with this event_id and other content was accepted before")
             return Refused(self.dead_letter(raw, conflict, partition, offset, event))
-        return Admitted(
-            event.user_id, stored, tuple(state.events), state.first_position, state.before_ts,
-            reorder=outcome == "reordered", state=state,
-        )  # fmt: skip
+        window = UserWindow(event.user_id, tuple(state.events), state.first_position, state.before_ts)
+        return Admitted(stored, window, reorder=outcome == "reordered", state=state)
 
     def admit(
         self, raw: bytes, key: bytes | None, partition: int, offset: int, state: UserState, now_ms: int
@@ -229,39 +219,6 @@ class InterestPipeline:
         """:meth:`check`, then :meth:`accept` into ``state``."""
         checked = self.check(raw, key, partition, offset, now_ms)
         return checked if isinstance(checked, Refused) else self.accept(checked, raw, state, partition, offset)
-
-    # -- HistorySource for the engine: the snapshots of the batch being scored --------
-
-    def events_before(self, user: str, position: int, count: int) -> TokenSequence:
-        admitted = self._snapshots[(user, position)]
-        stop = admitted.index
-        start = max(0, stop - count)
-        return self._tokens(admitted, start, stop)
-
-    def _tokens(self, admitted: Admitted, start: int, stop: int, window: bool = False) -> TokenSequence:
-        """Model ids of ``admitted.events[start:stop]``; a ``window`` knows no gap before its first."""
-        rows = [self._event_tokens(admitted, i, opens_window=window and i == start) for i in range(start, stop)]
-        columns = np.asarray(rows, dtype=np.int64).reshape(-1, 4).T
-        return TokenSequence(*(np.ascontiguousarray(c) for c in columns))
-
-    def _event_tokens(self, admitted: Admitted, i: int, opens_window: bool = False) -> tuple[int, int, int, int]:
-        """Model ids of ``admitted.events[i]``, its time gap taken from the event before (none
-        for the first event of a window)."""
-        events = admitted.events
-        event = events[i]
-        previous = None if opens_window else events[i - 1].ts if i > 0 else admitted.before_ts
-        gap = None if previous is None else (event.ts - previous) // 1000
-        return self.tokenizer.encode_event(event.item_id, event.category_id, event.event_type, gap)
-
-    def _recent_interest(self, segment: Sequence[Admitted]) -> list[Distribution]:
-        """Each event's input to the detector: the model's interest from the user's last
-        ``recent_events`` events alone (model/online/recent.py)."""
-        windows, categories = [], []
-        for a in segment:
-            first = max(0, a.index + 1 - self.detector.settings.recent_events)
-            windows.append(self._tokens(a, first, a.index + 1, window=True))
-            categories.append([e.category_id for e in a.events[first : a.index + 1]])
-        return recent_interest(self.engine.model, self.tokenizer, windows, categories, self.detector.settings.top_m)
 
     def score(self, batch: Sequence[Admitted]) -> Scored:
         """Updates for the admitted events, in order, and the shifts they raise."""
@@ -276,26 +233,14 @@ class InterestPipeline:
     def _score_segment(self, segment: Sequence[Admitted], scored: Scored) -> None:
         """Score events of which only the first may be a reorder (its user is rebuilt)."""
         if segment[0].reorder:
-            self.engine.forget(segment[0].user_id)
-        self._snapshots = {(a.user_id, a.position): a for a in segment}
-        steps = [UserEvent(a.user_id, a.position, EventTokens(*self._event_tokens(a, a.index))) for a in segment]
-        try:
-            result = self.engine.step(steps)
-        finally:
-            self._snapshots = {}
-        probs = result.category_probs.astype(np.float64)
-        entropy = -torch.special.xlogy(torch.from_numpy(probs), torch.from_numpy(probs)).sum(dim=1).numpy()
-        k = min(self.settings.top_k, probs.shape[1] - OOV_ID - 1)
-        # padding and the generator's own OOV mass are not categories
-        best = torch.from_numpy(result.category_probs[:, OOV_ID + 1 :]).topk(k, dim=1).indices.numpy() + OOV_ID + 1
-        recent = self._recent_interest(segment)
+            self.scorer.forget(segment[0].user_id)
+        interest = self.scorer.score([a.window for a in segment])
         for row, admitted in enumerate(segment):
-            copied = self._copied_outside_vocabulary(admitted, result.copy_weights[row], result.copy_positions[row])
-            distribution = from_model(probs[row], best[row], self.tokenizer.categories, copied, self.settings.top_k)
-            scored.updates.append(self._update(admitted, result.model_version, probs[row], float(entropy[row]), distribution))
-            shift = self.detector.update(admitted.state.detector, recent[row], admitted.event)
+            update = self._update(admitted, interest.model_version, interest.probs[row], float(interest.entropy[row]), interest.interest[row])
+            scored.updates.append(update)
+            shift = self.detector.update(admitted.state.detector, interest.recent[row], admitted.event)
             if shift is not None:
-                record = self._shift(admitted, result.model_version, shift)
+                record = self._shift(admitted, interest.model_version, shift)
                 admitted.state.shifts.append(brief(record))
                 del admitted.state.shifts[:-SHIFTS_KEPT]
                 scored.shifts.append(record)
@@ -342,13 +287,3 @@ class InterestPipeline:
             "evidence": [{**e.event._asdict(), "weight": round(e.weight, 6)} for e in shift.evidence],
             "sequence_length": admitted.position + 1,
         }
-
-    def _copied_outside_vocabulary(self, admitted: Admitted, copy_weights: np.ndarray, copy_positions: np.ndarray) -> dict[str, float]:
-        """The copy head's mass on the user's events whose category is outside the vocabulary, by raw id."""
-        vocabulary = self.tokenizer.categories
-        out: dict[str, float] = {}
-        for slot in np.flatnonzero((copy_positions >= 0) & (copy_weights > 0)):
-            category = admitted.events[copy_positions[slot] - admitted.first_position].category_id
-            if category not in vocabulary:
-                out[category] = out.get(category, 0.0) + float(copy_weights[slot])
-        return out

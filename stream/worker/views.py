@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry
 
 from model.net.checkpoint import Checkpoint
 from model.data.loaders import UserSequence
-from model.shift_eval.harness import model_distributions
+from model.online.scorer import interest_along
 from stream.worker.hotswap import Loaded
 from stream.worker.live import ShiftFeed
 from stream.worker.privacy import Pseudonymiser
@@ -186,7 +186,7 @@ def timeline(checkpoint: Checkpoint, user_id: str, state: UserState) -> dict[str
         tuple(e.event_type for e in events),
         tuple(e.ts // 1000 for e in events),
     )
-    (distributions,) = model_distributions(checkpoint, [sequence], m=20, progress=False)
+    (distributions,) = interest_along(checkpoint, [sequence], m=20, progress=False)
     peak: dict[str, float] = {}
     for distribution in distributions:
         for category, mass in distribution.items():

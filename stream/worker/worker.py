@@ -94,7 +94,7 @@ def create_app(settings: Settings) -> faust.App:
     feed = ShiftFeed()
     top_categories = checkpoint.tokenizer.categories.tokens[OOV_ID + 1 : OOV_ID + 1 + FLOW_CATEGORIES]  # most frequent first
     serving = [Loaded(checkpoint, detector)]  # what the views and shiftwatch_model_info describe
-    metrics = WorkerMetrics(registry, pipeline.engine, serving[0].info, lags, table_rows, top_categories)
+    metrics = WorkerMetrics(registry, pipeline.scorer.engine, serving[0].info, lags, table_rows, top_categories)
     # Raw bytes in: the pipeline parses and validates them, and dead-letters them verbatim.
     # Forget requests share the agent (and its partitions: both keyed by user), so an erasure
     # is ordered with the user's events and no batch in flight writes the row back.

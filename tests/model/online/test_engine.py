@@ -89,14 +89,21 @@ def random_schedule(sequences: dict[str, TokenSequence], seed: int, max_batch: i
 class Checker:
     """Feeds batches to an engine and records the worst difference from the full forward."""
 
-    def __init__(self, engine: IncrementalEngine, model: InterestTransformer, sequences: dict[str, TokenSequence]):
+    def __init__(
+        self,
+        engine: IncrementalEngine,
+        model: InterestTransformer,
+        sequences: dict[str, TokenSequence],
+        history: InMemoryHistory | None = None,
+    ):
         self.engine = engine
+        self.history = history or InMemoryHistory(sequences)
         self.references = {user: full_forward(model, s) for user, s in sequences.items()}
         self.worst = 0.0
         self.steps = 0
 
     def feed(self, batch: list[UserEvent]) -> None:
-        result = self.engine.step(batch)
+        result = self.engine.step(batch, self.history)
         for row, e in enumerate(batch):
             probs, logits = self.references[e.user]
             expected_top = np.sort(logits[e.position])[::-1][: self.engine.top_k]
@@ -113,9 +120,8 @@ class Checker:
 def test_incremental_equals_full_forward_across_batches_evictions_and_rebuilds(config, seed) -> None:
     model = trained_looking(config, seed)
     sequences = random_sequences(config, n_users=14, max_length=5 * WINDOW, seed=seed)
-    history = InMemoryHistory(sequences)
     budget = 5 * bytes_per_user(model)  # 5 of 14 users fit: constant eviction and rebuild
-    engine = IncrementalEngine(model, "v1", history, budget_bytes=budget, top_k=5)
+    engine = IncrementalEngine(model, "v1", budget_bytes=budget, top_k=5)
     checker = Checker(engine, model, sequences)
     for batch in random_schedule(sequences, seed, max_batch=9):
         checker.feed(batch)
@@ -144,8 +150,8 @@ def test_long_histories_rebuild_from_the_receptive_field_only(config) -> None:
             requested.append(count)
             return super().events_before(user, position, count)
 
-    engine = IncrementalEngine(model, "v1", RecordingHistory(sequences), budget_bytes=bytes_per_user(model), top_k=3)
-    checker = Checker(engine, model, sequences)
+    engine = IncrementalEngine(model, "v1", budget_bytes=bytes_per_user(model), top_k=3)
+    checker = Checker(engine, model, sequences, RecordingHistory(sequences))
     for position in range(n):
         checker.feed([event(sequences, "long", position)])
         checker.feed([event(sequences, "user-0", 0)])  # evicts "long"
@@ -157,7 +163,7 @@ def test_long_histories_rebuild_from_the_receptive_field_only(config) -> None:
 def test_checkpoint_swap_invalidates_every_cache(config) -> None:
     old, new = trained_looking(config, 0), trained_looking(config, 1)
     sequences = random_sequences(config, n_users=8, max_length=4 * WINDOW, seed=4)
-    engine = IncrementalEngine(old, "old", InMemoryHistory(sequences), top_k=4)
+    engine = IncrementalEngine(old, "old", top_k=4)
     schedule = random_schedule(sequences, seed=4, max_batch=6)
     half = len(schedule) // 2
     before = Checker(engine, old, sequences)
@@ -176,7 +182,7 @@ def test_an_out_of_order_position_rebuilds_instead_of_reusing_the_cache(config) 
     model = trained_looking(config, 5)
     rng = np.random.default_rng(5)
     sequences = {"u": TokenSequence(*(rng.integers(2, 7, 20) for _ in range(4)))}
-    engine = IncrementalEngine(model, "v1", InMemoryHistory(sequences), top_k=2)
+    engine = IncrementalEngine(model, "v1", top_k=2)
     checker = Checker(engine, model, sequences)
     for position in [0, 1, 2, 3, 7, 8, 8, 2]:  # a gap, a redelivery, a rewind
         checker.feed([event(sequences, "u", position)])
@@ -187,9 +193,10 @@ def test_an_out_of_order_position_rebuilds_instead_of_reusing_the_cache(config) 
 def test_copy_evidence_accounts_for_the_distribution(config) -> None:
     model = trained_looking(config, 6)
     sequences = random_sequences(config, n_users=3, max_length=3 * WINDOW, seed=6)
-    engine = IncrementalEngine(model, "v1", InMemoryHistory(sequences), top_k=1)
+    engine = IncrementalEngine(model, "v1", top_k=1)
+    history = InMemoryHistory(sequences)
     for batch in random_schedule(sequences, seed=6, max_batch=3):
-        result = engine.step(batch)
+        result = engine.step(batch, history)
         for row, e in enumerate(batch):
             positions = result.copy_positions[row]
             weights = result.copy_weights[row]
@@ -206,18 +213,20 @@ def test_reduced_precision_cache_holds_more_users_at_a_small_error(config) -> No
     model = trained_looking(config, 7)
     sequences = random_sequences(config, n_users=6, max_length=5 * WINDOW, seed=7)
     schedule = random_schedule(sequences, seed=7, max_batch=4)
-    exact = IncrementalEngine(model, "v1", InMemoryHistory(sequences))
-    half = IncrementalEngine(model, "v1", InMemoryHistory(sequences), cache_dtype=torch.bfloat16)
+    exact = IncrementalEngine(model, "v1")
+    half = IncrementalEngine(model, "v1", cache_dtype=torch.bfloat16)
     assert half.bytes_per_user < 0.6 * exact.bytes_per_user
+    history = InMemoryHistory(sequences)
     worst = 0.0
     for batch in schedule:
-        worst = max(worst, float(np.abs(exact.step(batch).category_probs - half.step(batch).category_probs).max()))
+        difference = exact.step(batch, history).category_probs - half.step(batch, history).category_probs
+        worst = max(worst, float(np.abs(difference).max()))
     assert 0.0 < worst < 0.02
 
 
 def test_first_event_and_unknown_ids(config) -> None:
     model = trained_looking(config, 8)
-    engine = IncrementalEngine(model, "v1", InMemoryHistory(), top_k=3)
+    engine = IncrementalEngine(model, "v1", top_k=3)
     result = engine.step([UserEvent("new", 0, EventTokens(OOV_ID, OOV_ID, 2, 0))])
     assert result.category_probs.shape == (1, config.n_categories)
     assert abs(float(result.category_probs.sum()) - 1.0) < 1e-5
@@ -228,8 +237,8 @@ def test_first_event_and_unknown_ids(config) -> None:
 def test_rejects_a_budget_below_one_user_and_empty_steps(config) -> None:
     model = trained_looking(config, 0)
     with pytest.raises(ValueError, match="holds no user"):
-        IncrementalEngine(model, "v1", InMemoryHistory(), budget_bytes=100)
-    engine = IncrementalEngine(model, "v1", InMemoryHistory())
+        IncrementalEngine(model, "v1", budget_bytes=100)
+    engine = IncrementalEngine(model, "v1")
     with pytest.raises(ValueError, match="at least one event"):
         engine.step([])
 
@@ -237,7 +246,7 @@ def test_rejects_a_budget_below_one_user_and_empty_steps(config) -> None:
 def test_slabs_grow_with_users_up_to_the_budget(config) -> None:
     model = trained_looking(config, 0)
     per_user = bytes_per_user(model)
-    engine = IncrementalEngine(model, "v1", InMemoryHistory(), budget_bytes=100 * per_user)
+    engine = IncrementalEngine(model, "v1", budget_bytes=100 * per_user)
     small = engine.cache_bytes
     engine.step([UserEvent(f"u{i}", 0, EventTokens(2, 2, 2, 0)) for i in range(100)])
     assert len(engine) == 100 and engine.stats.evictions == 0

@@ -51,6 +51,6 @@ def test_a_hundred_thousand_users_leave_every_per_user_structure_within_its_boun
     assert len(states._states) <= BOUND
     assert len(pipeline._last_published) <= BOUND, "the publish threshold's memory is bounded too"
     assert all(v.base is None and v.nbytes <= 4 * v.size for v in pipeline._last_published.values()), "copies, not views"
-    assert pipeline.engine.cache_bytes <= settings.cache_mb * 2**20 and len(pipeline.engine._next_position) == len(pipeline.engine)
+    assert pipeline.scorer.engine.cache_bytes <= settings.cache_mb * 2**20 and len(pipeline.scorer.engine._next_position) == len(pipeline.scorer.engine)
     assert len(activity) <= 3_600 * 1.01 + 4, "only rows within the TTL of their partition's latest"
     assert len(feed.recent(10**6)) <= feed.keep

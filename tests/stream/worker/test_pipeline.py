@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from model.online.detector import DetectorState, ShiftDetector
-from model.online.recent import recent_interest_along
+from model.online.scorer import recent_interest_along
 from model.shift_eval.benchmark import Track
 from stream.worker.pipeline import Admitted, Ignored, InterestPipeline, Refused, shift_id
 from stream.settings import Settings
@@ -133,7 +133,7 @@ def test_a_spliced_history_raises_one_shift_at_the_seam(checkpoint) -> None:
 
 
 def test_the_detector_is_fed_the_recent_interest_detect_eval_scores(log, checkpoint) -> None:
-    """The worker's detector input is :func:`model.online.recent.recent_interest_along`, the input
+    """The worker's detector input is :func:`model.online.scorer.recent_interest_along`, the input
     ``detect-eval`` tunes and scores the detector on: the same shifts at the same events."""
     detector = ShiftDetector(SMALL_MODEL_DETECTOR)
     shifts = run_pipeline(InterestPipeline(checkpoint, Settings(), detector), raw_messages(log), 16)[3]
