@@ -26,11 +26,11 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from model.data.loaders import EventLog
-from stream.ops.broker import EmbeddedBroker
 from stream.ops.admin import create_topics
-from stream.settings import Settings
-from stream.ops.replay import replay
+from stream.ops.broker import EmbeddedBroker
 from stream.ops.process import WorkerProcess
+from stream.ops.replay import replay
+from stream.settings import Settings
 from topics.specs import EVENTS, PARTITIONS, UPDATES
 
 TRIVIAL_AGENT = """
@@ -78,9 +78,13 @@ def _trivial_faust(bootstrap: str, expected: int, workdir: Path, timeout: float)
     env = {**os.environ, "KAFKA_BOOTSTRAP": bootstrap, "EXPECTED": str(expected), "RUN": str(int(time.time()))}
     result = subprocess.run(
         [sys.executable, "-m", "faust", "-A", "trivial_agent", "worker", "--without-web", "-l", "warn"],
-        cwd=workdir, env={**env, "PYTHONPATH": str(workdir)}, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
-    line = next((l for l in result.stdout.splitlines() + result.stderr.splitlines() if "RESULT" in l), None)
+        cwd=workdir,
+        env={**env, "PYTHONPATH": str(workdir)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    line = next((text for text in result.stdout.splitlines() + result.stderr.splitlines() if "RESULT" in text), None)
     if line is None:
         raise RuntimeError(f"the trivial agent did not finish:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
     count, seconds = line.split("RESULT", 1)[1].split()[:2]
@@ -123,8 +127,14 @@ async def _latency(bootstrap: str, log: EventLog, rate: float, seconds: float, a
         for i in range(n):
             user = users[i % len(users)]
             event_id = f"latency-{already}-{i}"
-            value = {"event_id": event_id, "user_id": user.user_id, "item_id": user.items[-1],
-                     "category_id": user.categories[-1], "event_type": "view", "ts": base_ts + i}  # fmt: skip
+            value = {
+                "event_id": event_id,
+                "user_id": user.user_id,
+                "item_id": user.items[-1],
+                "category_id": user.categories[-1],
+                "event_type": "view",
+                "ts": base_ts + i,
+            }
             delay = started + i / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -161,12 +171,17 @@ def run_e2e_bench(log: EventLog, checkpoint: Path, config: E2EConfig = E2EConfig
             raw_eps = asyncio.run(_raw_consumer(bootstrap, expected))
             trivial_eps = _trivial_faust(bootstrap, expected, workdir, config.timeout_s)
             worker = WorkerProcess(
-                workdir / "worker.log", kafka_bootstrap=bootstrap, checkpoint=checkpoint,
-                app_id=f"shiftwatch-e2e-{int(time.time())}", data_dir=workdir / "worker",
-            ).start()  # fmt: skip
+                workdir / "worker.log",
+                kafka_bootstrap=bootstrap,
+                checkpoint=checkpoint,
+                app_id=f"shiftwatch-e2e-{int(time.time())}",
+                data_dir=workdir / "worker",
+            ).start()
             arrivals = asyncio.run(_await_updates(bootstrap, expected, worker, config.timeout_s))
             e2e_eps = (len(arrivals) - 1) / max(arrivals[-1] - arrivals[0], 1e-9)
-            latencies = asyncio.run(_latency(bootstrap, log, config.latency_load * e2e_eps, config.latency_seconds, expected))
+            latencies = asyncio.run(
+                _latency(bootstrap, log, config.latency_load * e2e_eps, config.latency_seconds, expected)
+            )
         finally:
             if worker is not None:
                 worker.stop()
@@ -222,11 +237,23 @@ def main(argv: list[str] | None = None) -> int:
     from stream.cli.common import DEFAULT_DATA
 
     parser = argparse.ArgumentParser(prog="python -m bench.e2e", description=main.__doc__)
-    parser.add_argument("--checkpoint", type=Path, default=Path("checkpoints/taobao"), help="trained checkpoint directory (default: %(default)s)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="event log to pre-load and replay (default: %(default)s)")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=Path("checkpoints/taobao"),
+        help="trained checkpoint directory (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="event log to pre-load and replay (default: %(default)s)"
+    )
     parser.add_argument("--json", required=True, type=Path, help="where to write the results JSON")
     parser.add_argument("--markdown", type=Path, help="Markdown table to write (default: beside the JSON)")
-    parser.add_argument("--latency-seconds", type=float, default=20.0, help="seconds of paced load for the latency figures (default: %(default)s)")
+    parser.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=20.0,
+        help="seconds of paced load for the latency figures (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     load_checkpoint(args.checkpoint)  # fail early and clearly
     results = run_e2e_bench(load_event_log(args.data), args.checkpoint, E2EConfig(latency_seconds=args.latency_seconds))

@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.net.checkpoint import Checkpoint
 from model.data.loaders import EventLog
-from model.online.engine import EventTokens, IncrementalEngine, InMemoryHistory, UserEvent
-from model.net.batching import pad_sequences
-from model.net.transformer import InterestTransformer
 from model.data.vocab import TokenSequence
+from model.net.batching import pad_sequences
+from model.net.checkpoint import Checkpoint
+from model.net.transformer import InterestTransformer
+from model.online.engine import EventTokens, IncrementalEngine, InMemoryHistory, UserEvent
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,9 @@ class Timing:
 
 
 @torch.no_grad()
-def recompute(model: InterestTransformer, windows: Sequence[TokenSequence], last_positions: Sequence[int], top_k: int) -> np.ndarray:
+def recompute(
+    model: InterestTransformer, windows: Sequence[TokenSequence], last_positions: Sequence[int], top_k: int
+) -> np.ndarray:
     """Interest distributions and top-k item scores after the last event of each window, side
     by side in one ``(B, n_categories + top_k)`` array, by a full forward over the window."""
     lengths = torch.tensor([len(w) for w in windows])
@@ -115,11 +117,15 @@ def _timed(
     return Timing(sum(len(b) for b in batches), tuple(seconds)), outputs
 
 
-def run_engine_bench(checkpoint: Checkpoint, log: EventLog, config: EngineBenchConfig = EngineBenchConfig()) -> dict[str, object]:
+def run_engine_bench(
+    checkpoint: Checkpoint, log: EventLog, config: EngineBenchConfig = EngineBenchConfig()
+) -> dict[str, object]:
     model = checkpoint.model.eval()
     version = checkpoint.model_version
     field = model.config.receptive_field
-    tokens = {user.user_id: checkpoint.tokenizer.encode(user) for user in log.users if len(user) >= field + config.steps}
+    tokens = {
+        user.user_id: checkpoint.tokenizer.encode(user) for user in log.users if len(user) >= field + config.steps
+    }
     users = sorted(tokens)[: config.max_users]
     if not users:
         raise ValueError(f"{log.name}: no user has the {field + config.steps} events the benchmark needs")
@@ -131,7 +137,9 @@ def run_engine_bench(checkpoint: Checkpoint, log: EventLog, config: EngineBenchC
     ]
 
     def windows(batch: Sequence[UserEvent]) -> tuple[list[TokenSequence], list[int]]:
-        return [tokens[e.user].slice(e.position - field + 1, e.position + 1) for e in batch], [e.position for e in batch]
+        return [tokens[e.user].slice(e.position - field + 1, e.position + 1) for e in batch], [
+            e.position for e in batch
+        ]
 
     def recomputed(batch: Sequence[UserEvent]) -> np.ndarray:
         return recompute(model, *windows(batch), config.top_k)
@@ -227,7 +235,8 @@ def write_markdown(results: dict[str, object], path: Path) -> None:
         f"**{results['speedup_vs_batched']}x**",
         f"- cache per user: {results['cache_bytes_per_user']:,} bytes fp32, "
         f"{results['bfloat16_cache_bytes_per_user']:,} bytes bfloat16",
-        f"- max |difference| from recompute (interest probabilities, top-k item scores): incremental {diffs['incremental_fp32']:.2e}, "
+        "- max |difference| from recompute (interest probabilities, top-k item scores): "
+        f"incremental {diffs['incremental_fp32']:.2e}, "
         f"rebuild {diffs['miss_fp32']:.2e}, bfloat16 cache {diffs['incremental_bfloat16_cache']:.2e}",
         "",
     ]
@@ -260,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     checkpoint = load_checkpoint(args.checkpoint)
     log = load_event_log(args.data, args.format)
-    config = EngineBenchConfig(steps=args.steps, batch_size=args.batch_size, naive_events=args.naive_events, max_users=args.max_users)
+    config = EngineBenchConfig(
+        steps=args.steps, batch_size=args.batch_size, naive_events=args.naive_events, max_users=args.max_users
+    )
     results = run_engine_bench(checkpoint, log, config)
     save(results, args.json, args.markdown or args.json.with_suffix(".md"))
     print(json.dumps({k: v for k, v in results.items() if not isinstance(v, dict)}, indent=1))

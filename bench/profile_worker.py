@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 from model.data.loaders import load_event_log
-from stream.ops.broker import EmbeddedBroker
 from stream.ops.admin import create_topics
-from stream.settings import Settings
-from stream.ops.replay import replay
+from stream.ops.broker import EmbeddedBroker
 from stream.ops.process import WorkerProcess
+from stream.ops.replay import replay
+from stream.settings import Settings
 
 DEFAULT_DATA = Path("data/taobao/UserBehavior_head_84475rows.csv.gz")
 WRAPPERS = re.compile(
@@ -63,7 +63,21 @@ def sample(data: Path, checkpoint: Path, seconds: int, warmup_s: float, rate: in
         time.sleep(warmup_s)
         raw = Path(tempfile.mkstemp(prefix="shiftwatch-samples-", suffix=".txt")[1])
         pid = str(worker.process.pid)  # type: ignore[union-attr]
-        command = [spy, "record", "-p", pid, "-d", str(seconds), "-r", str(rate), "-f", "raw", "-o", str(raw), "--threads"]
+        command = [
+            spy,
+            "record",
+            "-p",
+            pid,
+            "-d",
+            str(seconds),
+            "-r",
+            str(rate),
+            "-f",
+            "raw",
+            "-o",
+            str(raw),
+            "--threads",
+        ]
         subprocess.run(command, check=True, capture_output=True)
         return raw
     finally:

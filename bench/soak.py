@@ -27,11 +27,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
 from model.data.loaders import EventLog, load_event_log
-from stream.ops.broker import EmbeddedBroker
 from stream.ops.admin import create_topics
-from stream.settings import Settings
-from stream.ops.replay import messages
+from stream.ops.broker import EmbeddedBroker
 from stream.ops.process import WorkerProcess
+from stream.ops.replay import messages
+from stream.settings import Settings
 from topics.specs import EVENTS
 
 DAY_MS = 24 * 3600 * 1000
@@ -43,7 +43,7 @@ def rounds(log: EventLog, total: int) -> Iterator[tuple[bytes, bytes]]:
     span = base[-1][0] - base[0][0] + DAY_MS
     sent = 0
     for r in range(total // len(base) + 1):
-        for ts, key, value in base:
+        for ts, _key, value in base:
             if sent == total:
                 return
             event = json.loads(value)
@@ -81,7 +81,9 @@ def scrape(port: int) -> dict[str, float]:
     return totals
 
 
-def run_soak(log: EventLog, checkpoint: Path, total: int, ttl_s: float, sample_s: float = 5.0, timeout_s: float = 7200.0) -> dict[str, object]:
+def run_soak(
+    log: EventLog, checkpoint: Path, total: int, ttl_s: float, sample_s: float = 5.0, timeout_s: float = 7200.0
+) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="shiftwatch-soak-") as workdir:
         broker = EmbeddedBroker(Path(workdir) / "broker", heap="1g")
         worker: WorkerProcess | None = None
@@ -89,10 +91,17 @@ def run_soak(log: EventLog, checkpoint: Path, total: int, ttl_s: float, sample_s
             bootstrap = broker.start()
             asyncio.run(create_topics(bootstrap, Settings().erasure_deadline_s))
             worker = WorkerProcess(
-                Path(workdir) / "worker.log", kafka_bootstrap=bootstrap, app_id="shiftwatch-soak", checkpoint=checkpoint,
-                data_dir=Path(workdir) / "worker", state_ttl_s=ttl_s, state_sweep_s=10,
-            ).start()  # fmt: skip
-            producing = threading.Thread(target=lambda: asyncio.run(produce(bootstrap, rounds(log, total), total)), daemon=True)
+                Path(workdir) / "worker.log",
+                kafka_bootstrap=bootstrap,
+                app_id="shiftwatch-soak",
+                checkpoint=checkpoint,
+                data_dir=Path(workdir) / "worker",
+                state_ttl_s=ttl_s,
+                state_sweep_s=10,
+            ).start()
+            producing = threading.Thread(
+                target=lambda: asyncio.run(produce(bootstrap, rounds(log, total), total)), daemon=True
+            )
             producing.start()
             samples = []
             started = time.monotonic()
@@ -108,14 +117,17 @@ def run_soak(log: EventLog, checkpoint: Path, total: int, ttl_s: float, sample_s
                         time.sleep(1)
                         continue
                     done = int(metrics.get("shiftwatch_events_total", 0))
-                    samples.append({
-                        "seconds": round(time.monotonic() - started, 1), "events": done,
-                        "rss_mb": round(rss_mb(worker.process.pid), 1),  # type: ignore[union-attr]
-                        "table_rows": int(metrics.get("shiftwatch_table_rows", 0)),
-                        "users_expired": int(metrics.get("shiftwatch_users_expired_total", 0)),
-                        "cache_users": int(metrics.get("shiftwatch_active_users", 0)),
-                        "cache_mb": round(metrics.get("shiftwatch_cache_bytes", 0) / 2**20, 1),
-                    })  # fmt: skip
+                    samples.append(
+                        {
+                            "seconds": round(time.monotonic() - started, 1),
+                            "events": done,
+                            "rss_mb": round(rss_mb(worker.process.pid), 1),  # type: ignore[union-attr]
+                            "table_rows": int(metrics.get("shiftwatch_table_rows", 0)),
+                            "users_expired": int(metrics.get("shiftwatch_users_expired_total", 0)),
+                            "cache_users": int(metrics.get("shiftwatch_active_users", 0)),
+                            "cache_mb": round(metrics.get("shiftwatch_cache_bytes", 0) / 2**20, 1),
+                        }
+                    )
                     bar.update(done - bar.n)
                     if done >= total:
                         break
@@ -130,7 +142,10 @@ def run_soak(log: EventLog, checkpoint: Path, total: int, ttl_s: float, sample_s
 def summarise(samples: list[dict], total: int, ttl_s: float) -> dict[str, object]:
     """Memory in each quarter of the run (by events processed): bounded if the last quarter's
     peak is within 10% of the second quarter's."""
-    quarters = [[s for s in samples if q * total / 4 <= s["events"] < (q + 1) * total / 4 or (q == 3 and s["events"] >= total)] for q in range(4)]
+    quarters = [
+        [s for s in samples if q * total / 4 <= s["events"] < (q + 1) * total / 4 or (q == 3 and s["events"] >= total)]
+        for q in range(4)
+    ]
     peaks = [max((s["rss_mb"] for s in quarter), default=None) for quarter in quarters]
     seconds = samples[-1]["seconds"]
     return {
@@ -169,13 +184,15 @@ def write_report(results: dict, path: Path) -> None:
     peaks = results["rss_peak_mb_by_quarter"]
     path.write_text(
         f"# Soak: {results['events']:,} events through one worker\n\n"
-        f"`python -m bench.soak` (`make soak`). State TTL {results['state_ttl_s']:g} s of event time, sweeper every 10 s.\n\n"
+        f"`python -m bench.soak` (`make soak`). State TTL {results['state_ttl_s']:g} s of event time, "
+        "sweeper every 10 s.\n\n"
         f"| figure | value |\n|---|---|\n"
         f"| events | {results['events']:,} |\n| seconds | {results['seconds']:,} |\n"
         f"| events/s | {results['events_per_second']:,} |\n"
         f"| RSS peak by quarter of the run (MiB) | {', '.join(f'{p:,.0f}' for p in peaks if p is not None)} |\n"
         f"| RSS bounded (last quarter within 10% of the second) | {'yes' if results['rss_bounded'] else 'no'} |\n"
-        f"| table rows, most at once | {results['table_rows_max']:,} |\n| users evicted by the TTL | {results['users_expired']:,} |\n\n"
+        f"| table rows, most at once | {results['table_rows_max']:,} |\n"
+        f"| users evicted by the TTL | {results['users_expired']:,} |\n\n"
         f"![memory and rows]({plot.name})\n"
     )
 
@@ -185,15 +202,20 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/taobao/UserBehavior_head_84475rows.csv.gz"))
     parser.add_argument("--checkpoint", type=Path, default=Path("checkpoints/taobao"))
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--ttl-s", type=float, default=86_400.0, help="state TTL, seconds of event time (default: a day)")
+    parser.add_argument(
+        "--ttl-s", type=float, default=86_400.0, help="state TTL, seconds of event time (default: a day)"
+    )
     parser.add_argument("--json", type=Path, default=Path("bench/results/soak.json"))
     parser.add_argument("--report", type=Path, default=Path("bench/results/soak.md"))
     args = parser.parse_args()
     results = run_soak(load_event_log(args.data), args.checkpoint, args.events, args.ttl_s)
     args.json.write_text(json.dumps(results, indent=1) + "\n")
     write_report(results, args.report)
-    print(f"{results['events']:,} events at {results['events_per_second']:,}/s; RSS peaks by quarter {results['rss_peak_mb_by_quarter']} MiB; "
-          f"bounded: {results['rss_bounded']}; rows at most {results['table_rows_max']:,}; evicted {results['users_expired']:,}")
+    print(
+        f"{results['events']:,} events at {results['events_per_second']:,}/s; "
+        f"RSS peaks by quarter {results['rss_peak_mb_by_quarter']} MiB; bounded: {results['rss_bounded']}; "
+        f"rows at most {results['table_rows_max']:,}; evicted {results['users_expired']:,}"
+    )
 
 
 if __name__ == "__main__":

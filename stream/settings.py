@@ -18,11 +18,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import TypeVar
 
 from topics.records import DEAD_LETTER_COPY_BYTES
 
 
-def setting(default: object, doc: str) -> object:
+T = TypeVar("T")
+
+
+def setting(default: T, doc: str) -> T:
+    """A settings field: its default and the line ``docs/configuration.md`` gives it."""
     return field(default=default, metadata={"doc": doc})
 
 
@@ -66,21 +71,41 @@ class Settings:
     )
     state_sweep_s: float = setting(60.0, "How often (seconds) the TTL sweeper looks for inactive users.")
     top_k: int = setting(5, "Categories per interest update.")
-    publish_threshold: float = setting(0.0, "Publish an update only when the distribution moved more than this (total variation); 0 publishes every event.")
-    lateness_s: float = setting(3600.0, "How far (seconds) an event may be older than the user's latest and still be put in time order; older ones are dead-lettered as `late`.")
+    publish_threshold: float = setting(
+        0.0,
+        "Publish an update only when the distribution moved more than this (total variation); 0 publishes every event.",
+    )
+    lateness_s: float = setting(
+        3600.0,
+        "How far (seconds) an event may be older than the user's latest and still be put in time order; older ones are dead-lettered as `late`.",
+    )
     max_string_length: int = setting(256, "Longest id accepted in an input event.")
-    max_event_bytes: int = setting(16_384, "Largest input message accepted, bytes; larger ones are dead-lettered as `oversized`.")
+    max_event_bytes: int = setting(
+        16_384, "Largest input message accepted, bytes; larger ones are dead-lettered as `oversized`."
+    )
     cache_mb: int = setting(256, "Byte budget of the engine's KV cache, MiB.")
-    state_cache_users: int = setting(20_000, "Users whose table rows are kept deserialised in memory (least recently used first out).")
+    state_cache_users: int = setting(
+        20_000, "Users whose table rows are kept deserialised in memory (least recently used first out)."
+    )
     pseudonym_key: str = setting(
         "",
         "Secret for pseudonymous user ids: when set, user and event ids are replaced by an HMAC-SHA-256 under it "
         "before anything is stored or published (stream/worker/privacy.py). Empty: ids are kept as they come.",
     )
-    demand_tumbling_s: float = setting(86400.0, "`shiftwatch demand`: size of the tumbling windows, seconds of event time.")
-    demand_hopping_s: float = setting(604800.0, "`shiftwatch demand`: size of the hopping windows, seconds of event time.")
-    demand_hop_s: float = setting(86400.0, "`shiftwatch demand`: step between hopping windows, seconds (a divisor of their size).")
-    demand_grace_s: float = setting(3600.0, "`shiftwatch demand`: a window closes (and is published) when its partition's event time passes its end by this much; later shifts for it are counted as late.")
+    demand_tumbling_s: float = setting(
+        86400.0, "`shiftwatch demand`: size of the tumbling windows, seconds of event time."
+    )
+    demand_hopping_s: float = setting(
+        604800.0, "`shiftwatch demand`: size of the hopping windows, seconds of event time."
+    )
+    demand_hop_s: float = setting(
+        86400.0, "`shiftwatch demand`: step between hopping windows, seconds (a divisor of their size)."
+    )
+    demand_grace_s: float = setting(
+        3600.0,
+        "`shiftwatch demand`: a window closes (and is published) when its partition's event time passes its end "
+        "by this much; later shifts for it are counted as late.",
+    )
     web_host: str = setting(
         "127.0.0.1",
         "Host name other workers and clients reach this process's web server by (Faust's canonical URL, used to "
@@ -168,5 +193,6 @@ def markdown_table() -> str:
 
 
 ENVIRONMENT: dict[str, str] = {
-    f.name: "KAFKA_BOOTSTRAP" if f.name == "kafka_bootstrap" else f"SHIFTWATCH_{f.name.upper()}" for f in fields(Settings)
+    f.name: "KAFKA_BOOTSTRAP" if f.name == "kafka_bootstrap" else f"SHIFTWATCH_{f.name.upper()}"
+    for f in fields(Settings)
 }

@@ -11,23 +11,23 @@ the service cannot disagree on a field.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-import faust
+import msgspec
 from aiokafka import AIOKafkaConsumer
 
+from topics.records import Record
 from topics.specs import OUTPUT_TOPICS
 
-RECORDS: dict[str, type[faust.Record]] = {spec.name: spec.value for spec in OUTPUT_TOPICS if spec.value is not None}
+RECORDS: dict[str, type[Record]] = {spec.name: spec.value for spec in OUTPUT_TOPICS if spec.value is not None}
 
 
 class DecodeError(ValueError):
     """A message that is not a valid record of its topic."""
 
 
-def decode(topic: str, value: bytes | None) -> faust.Record | None:
+def decode(topic: str, value: bytes | None) -> Record | None:
     """The record a message of an output topic carries; ``None`` for a tombstone (on
     ``interest.updates`` and ``interest.shifts``: the user, named by the key, was forgotten)."""
     record_type = RECORDS.get(topic)
@@ -36,9 +36,8 @@ def decode(topic: str, value: bytes | None) -> faust.Record | None:
     if value is None:
         return None
     try:
-        data = json.loads(value)
-        return record_type.from_data(data)
-    except (ValueError, TypeError, KeyError) as error:
+        return record_type.loads(value)
+    except msgspec.DecodeError as error:
         raise DecodeError(f"not a valid {record_type.__name__} on {topic}: {error}") from error
 
 
@@ -48,7 +47,7 @@ class Received:
     partition: int
     offset: int
     key: str | None
-    record: faust.Record | None  # None: a tombstone, the user named by ``key`` was forgotten
+    record: Record | None  # None: a tombstone, the user named by ``key`` was forgotten
 
 
 class OutputConsumer:
@@ -63,7 +62,10 @@ class OutputConsumer:
         if unknown:
             raise DecodeError(f"not ShiftWatch output topics: {', '.join(unknown)}")
         self._consumer = AIOKafkaConsumer(
-            *topics, bootstrap_servers=bootstrap, group_id=group_id, auto_offset_reset="earliest" if from_start else "latest"
+            *topics,
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            auto_offset_reset="earliest" if from_start else "latest",
         )
 
     async def __aenter__(self) -> OutputConsumer:

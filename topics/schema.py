@@ -13,8 +13,8 @@ import types
 import typing
 from pathlib import Path
 
-import faust
 import jsonschema
+import msgspec
 
 from model.data.events import BEHAVIOR_ALIASES
 from topics.records import DEAD_LETTER_REASONS, EARLIEST_MS, SECONDS_CUTOFF
@@ -26,8 +26,8 @@ _SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
 
 def _type_schema(annotation: object) -> dict[str, object]:
-    if annotation in _SCALARS:
-        return {"type": _SCALARS[annotation]}  # type: ignore[index]
+    if isinstance(annotation, type) and annotation in _SCALARS:
+        return {"type": _SCALARS[annotation]}
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (types.UnionType, typing.Union):
         return {"anyOf": [_type_schema(a) for a in args]}
@@ -35,7 +35,7 @@ def _type_schema(annotation: object) -> dict[str, object]:
         return {"type": "null"}
     if origin is list:
         return {"type": "array", "items": _type_schema(args[0])}
-    if isinstance(annotation, type) and issubclass(annotation, faust.Record):
+    if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
         return _object_schema(annotation)
     raise TypeError(f"no JSON Schema for {annotation!r}")
 
@@ -69,10 +69,10 @@ CONSTRAINTS: dict[tuple[str, str], dict[str, object]] = {
 }
 
 
-def _object_schema(record: type[faust.Record]) -> dict[str, object]:
+def _object_schema(record: type[msgspec.Struct]) -> dict[str, object]:
     hints = typing.get_type_hints(record)
-    fields = record._options.fields  # type: ignore[attr-defined]
-    defaults = record._options.defaults  # type: ignore[attr-defined]
+    fields = record.__struct_fields__
+    required = fields[: len(fields) - len(record.__struct_defaults__)]  # defaults come last
 
     def field_schema(name: str) -> dict[str, object]:
         narrower = CONSTRAINTS.get((record.__name__, name), {})
@@ -81,12 +81,12 @@ def _object_schema(record: type[faust.Record]) -> dict[str, object]:
     return {
         "type": "object",
         "properties": {name: field_schema(name) for name in fields},
-        "required": [name for name in fields if name not in defaults],
+        "required": list(required),
         "additionalProperties": False,
     }
 
 
-def json_schema(record: type[faust.Record], title: str | None = None) -> dict[str, object]:
+def json_schema(record: type[msgspec.Struct], title: str | None = None) -> dict[str, object]:
     return {"$schema": DRAFT, "title": title or record.__name__, **_object_schema(record)}
 
 
@@ -108,23 +108,27 @@ def input_schema() -> dict[str, object]:
         "title": "ClickEvent (input)",
         "type": "object",
         "properties": {
-            **{name: identifier for name in ("event_id", "user_id", "item_id", "category_id")},
+            **dict.fromkeys(("event_id", "user_id", "item_id", "category_id"), identifier),
             "event_type": {
-                "type": "string", "pattern": f"^\\s*({behaviours})\\s*$",
+                "type": "string",
+                "pattern": f"^\\s*({behaviours})\\s*$",
                 "description": f"one of {', '.join(BEHAVIOR_ALIASES)}, in any case",
             },
             "ts": {
                 "anyOf": [
-                    {"type": "number", "minimum": EARLIEST_MS // 1000,
-                     "description": f"epoch seconds below {SECONDS_CUTOFF}, epoch milliseconds from there; from 2000 "
-                                    "to a day after the worker's clock"},
+                    {
+                        "type": "number",
+                        "minimum": EARLIEST_MS // 1000,
+                        "description": f"epoch seconds below {SECONDS_CUTOFF}, epoch milliseconds from there; from 2000 "
+                        "to a day after the worker's clock",
+                    },
                     {"type": "string", "format": "date-time", "maxLength": 64, "description": "ISO 8601 with a zone"},
                 ]
             },
         },
         "required": ["event_id", "user_id", "item_id", "category_id", "event_type", "ts"],
         "additionalProperties": True,
-    }  # fmt: skip
+    }
 
 
 def topic_schema(spec: TopicSpec) -> dict[str, object] | None:

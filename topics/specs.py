@@ -9,9 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import faust
-
-from topics.records import CategoryDemand, DeadLetter, ForgetRequest, InterestShift, InterestUpdate, MarketingTrigger
+from topics.records import (
+    CategoryDemand,
+    DeadLetter,
+    ForgetRequest,
+    InterestShift,
+    InterestUpdate,
+    MarketingTrigger,
+    Record,
+)
 
 PARTITIONS = 4
 DAY_MS = 24 * 3600 * 1000
@@ -36,9 +42,12 @@ def erasure_config(cleanup_policy: Literal["delete", "compact"], deadline_ms: in
     quarter, eighth = max(1000, deadline_ms // 4), max(500, deadline_ms // 8)
     if cleanup_policy == "compact":
         return {
-            "cleanup.policy": "compact", "segment.ms": str(quarter), "max.compaction.lag.ms": str(quarter),
-            "min.compaction.lag.ms": "0", "delete.retention.ms": str(quarter),
-        }  # fmt: skip
+            "cleanup.policy": "compact",
+            "segment.ms": str(quarter),
+            "max.compaction.lag.ms": str(quarter),
+            "min.compaction.lag.ms": "0",
+            "delete.retention.ms": str(quarter),
+        }
     return {"cleanup.policy": "delete", "segment.ms": str(eighth), "retention.ms": str(2 * quarter)}
 
 
@@ -53,7 +62,7 @@ class TopicSpec:
     name: str
     partitions: int
     key: str
-    value: type[faust.Record] | None
+    value: type[Record] | None
     cleanup_policy: Literal["delete", "compact"]
     retention_ms: int | None  # of a topic without user data; one with is kept per the erasure deadline
     description: str

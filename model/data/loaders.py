@@ -66,9 +66,7 @@ class DirtyReport:
 
     def summary(self) -> str:
         parts = ", ".join(f"{reason} {n:,}" for reason, n in sorted(self.reasons.items()))
-        return f"{self.rows_read:,} rows read, {self.rows_kept:,} kept" + (
-            f" ({parts})" if parts else " (all clean)"
-        )
+        return f"{self.rows_read:,} rows read, {self.rows_kept:,} kept" + (f" ({parts})" if parts else " (all clean)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,9 +227,7 @@ def attributes_path_for(sequence_path: Path) -> Path:
         candidate = sequence_path.with_name(f"{stem}_item2attributes{suffix}")
         if candidate.exists():
             return candidate
-    raise FileNotFoundError(
-        f"{sequence_path}: S3-Rec data needs {stem}_item2attributes.json[.gz] beside it"
-    )
+    raise FileNotFoundError(f"{sequence_path}: S3-Rec data needs {stem}_item2attributes.json[.gz] beside it")
 
 
 def item_category_from_attributes(attributes: list[int]) -> str:
@@ -243,9 +239,7 @@ def item_category_from_attributes(attributes: list[int]) -> str:
     return str(attributes[-1])
 
 
-def parse_s3rec_lines(
-    lines: Iterable[str], item_attributes: dict[str, list[int]], name: str = "s3rec"
-) -> EventLog:
+def parse_s3rec_lines(lines: Iterable[str], item_attributes: dict[str, list[int]], name: str = "s3rec") -> EventLog:
     report = DirtyReport()
     users = []
     seen_users: set[str] = set()
@@ -294,4 +288,3 @@ def load_s3rec(path: Path) -> EventLog:
 
 def _dataset_name(path: Path) -> str:
     return path.name.split(".")[0]
-

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.data.loaders import UserSequence
 from model.data.events import EVENT_TYPES
+from model.data.loaders import UserSequence
 
 PAD_ID = 0
 OOV_ID = 1
@@ -129,7 +129,9 @@ class Tokenizer:
             gaps=TimeGapBuckets(n_gap_buckets),
         )
 
-    def encode_event(self, item: str, category: str, behavior: str, gap_seconds: int | None) -> tuple[int, int, int, int]:
+    def encode_event(
+        self, item: str, category: str, behavior: str, gap_seconds: int | None
+    ) -> tuple[int, int, int, int]:
         return (
             self.items.encode(item),
             self.categories.encode(category),

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from model.net.transformer import TokenBatch
 from model.data.vocab import PAD_ID, TokenSequence
+from model.net.transformer import TokenBatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +57,17 @@ def pad_sequences(
     return TokenBatch(*tensors, start_positions=torch.tensor(list(start_positions), dtype=torch.long, device=device))
 
 
-def pad_batch(tokens: Sequence[TokenSequence], pieces: Sequence[Piece], device: torch.device | None = None) -> TokenBatch:
+def pad_batch(
+    tokens: Sequence[TokenSequence], pieces: Sequence[Piece], device: torch.device | None = None
+) -> TokenBatch:
     """Right-pad the inputs of ``pieces`` into one :class:`TokenBatch`."""
     windows = [tokens[p.sequence].slice(p.input_start, p.stop) for p in pieces]
     return pad_sequences(windows, [p.input_start for p in pieces], device)
 
 
-def batches_by_length(pieces: Sequence[Piece], batch_size: int, rng: np.random.Generator | None = None) -> list[list[Piece]]:
+def batches_by_length(
+    pieces: Sequence[Piece], batch_size: int, rng: np.random.Generator | None = None
+) -> list[list[Piece]]:
     """Group pieces of similar length (little padding); shuffle batch order when ``rng`` is given."""
     # Random tie-breaks let equal-length pieces meet different neighbours each epoch.
     jitter = rng.random(len(pieces)) if rng is not None else np.zeros(len(pieces))

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from model.net.config import ModelConfig
 from model.data.splits import SplitSpec
-from model.net.transformer import InterestTransformer
 from model.data.vocab import Tokenizer
+from model.net.config import ModelConfig
+from model.net.transformer import InterestTransformer
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.pt"

@@ -9,9 +9,9 @@ from typing import Literal
 import numpy as np
 import torch
 
+from model.data.vocab import TokenSequence
 from model.net.batching import Piece, batches_by_length, pad_batch, pieces_for
 from model.net.transformer import InterestTransformer
-from model.data.vocab import TokenSequence
 
 Head = Literal["category", "item"]
 
@@ -78,6 +78,10 @@ def score_outputs(
                     np.asarray(starts),
                 )
             else:
-                yield Scored(np.asarray(sequences), np.asarray(outputs), model.item_logits(encoding.hidden[rows_t, columns_t]).numpy())
+                yield Scored(
+                    np.asarray(sequences),
+                    np.asarray(outputs),
+                    model.item_logits(encoding.hidden[rows_t, columns_t]).numpy(),
+                )
     finally:
         model.train(was_training)

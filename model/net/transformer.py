@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.net.config import ModelConfig
 from model.data.vocab import OOV_ID, PAD_ID
+from model.net.config import ModelConfig
 
 NEG_INF = float("-inf")
 
@@ -138,7 +138,8 @@ class InterestTransformer(nn.Module):
     >>> config = ModelConfig(n_items=20, n_categories=6, d_model=16, n_heads=2, d_ff=32, window=4, copy_window=4)
     >>> model = InterestTransformer(config).eval()
     >>> ids = torch.tensor([[2, 3, 4]])
-    >>> batch = TokenBatch(ids, ids % 6, torch.full_like(ids, 2), torch.ones_like(ids), torch.zeros(1, dtype=torch.long))
+    >>> start = torch.zeros(1, dtype=torch.long)
+    >>> batch = TokenBatch(ids, ids % 6, torch.full_like(ids, 2), torch.ones_like(ids), start)
     >>> with torch.no_grad():
     ...     probs = model.category_probs(model.encode(batch))
     >>> tuple(probs.shape), round(float(probs.sum(-1)[0, -1]), 5)
@@ -250,7 +251,9 @@ class InterestTransformer(nn.Module):
         hidden = encoding.hidden[rows, columns]
         steps = torch.arange(encoding.hidden.shape[1], device=hidden.device)
         offsets = (columns[:, None] - steps[None, :])[:, None]
-        attention = self.copy_logits(self.copy_query(hidden)[:, None], encoding.copy_keys[rows], offsets)[:, 0].softmax(dim=-1)
+        attention = self.copy_logits(self.copy_query(hidden)[:, None], encoding.copy_keys[rows], offsets)[:, 0].softmax(
+            dim=-1
+        )
         gate = self.copy_gate_probs(hidden)
         return gate * self.generator_log_probs(hidden).exp(), (1 - gate) * attention
 
@@ -304,4 +307,3 @@ class InterestTransformer(nn.Module):
 def mix(generated: Tensor, copy_weights: Tensor, categories: Tensor) -> Tensor:
     """Add each output's copy weights onto the category ids of the events they point at."""
     return generated.scatter_add(-1, categories[..., None, :].expand_as(copy_weights), copy_weights)
-

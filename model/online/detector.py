@@ -43,10 +43,10 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from model.online.calibration import IsotonicCalibration
-from model.net.checkpoint import META_FILE
-from model.online.distribution import Distribution, blend, jensen_shannon
 from model.data.events import StoredEvent
+from model.net.checkpoint import META_FILE
+from model.online.calibration import IsotonicCalibration
+from model.online.distribution import Distribution, blend, jensen_shannon
 
 DETECTOR_FILE = "detector.json"
 
@@ -74,8 +74,13 @@ class DetectorSettings:
             raise ValueError("need 0 < long_alpha <= short_alpha <= 1")
         if self.threshold <= 0 or self.drift < 0 or self.release < 0:
             raise ValueError("need threshold > 0, drift >= 0 and release >= 0")
-        if min(self.cooldown, self.min_events, self.recent_events) < 1 or min(self.top_m, self.max_categories, self.evidence_listed) < 1:
-            raise ValueError("cooldown, min_events, recent_events, top_m, max_categories and evidence_listed must be >= 1")
+        if (
+            min(self.cooldown, self.min_events, self.recent_events) < 1
+            or min(self.top_m, self.max_categories, self.evidence_listed) < 1
+        ):
+            raise ValueError(
+                "cooldown, min_events, recent_events, top_m, max_categories and evidence_listed must be >= 1"
+            )
 
 
 @dataclass
@@ -176,7 +181,8 @@ class ShiftDetector:
     def _shift(self, state: DetectorState, event: StoredEvent, divergence: float) -> Shift | None:
         s = self.settings
         moves = [
-            CategoryMove(c, state.long.get(c, 0.0), state.short.get(c, 0.0)) for c in sorted(state.long.keys() | state.short.keys())
+            CategoryMove(c, state.long.get(c, 0.0), state.short.get(c, 0.0))
+            for c in sorted(state.long.keys() | state.short.keys())
         ]
         gained = sorted((m for m in moves if m.after - m.before >= s.min_change), key=lambda m: m.before - m.after)
         if not gained:
@@ -187,7 +193,9 @@ class ShiftDetector:
         weighted = [
             Evidence(moved.event, sum(g for c, g in moved.gains.items() if c in targets)) for moved in state.recent
         ]
-        evidence = sorted((e for e in weighted if e.weight > 0), key=lambda e: (-e.weight, -e.event.ts))[: s.evidence_listed]
+        evidence = sorted((e for e in weighted if e.weight > 0), key=lambda e: (-e.weight, -e.event.ts))[
+            : s.evidence_listed
+        ]
         return Shift(
             event=event,
             from_categories=tuple(lost[: s.max_categories]),

@@ -64,7 +64,9 @@ def jensen_shannon(p: Mapping[str, float], q: Mapping[str, float]) -> float:
     return min(1.0, max(0.0, 0.5 * total))
 
 
-def from_model(probs: np.ndarray, best: np.ndarray, vocabulary: Vocabulary, copied: Mapping[str, float], m: int) -> Distribution:
+def from_model(
+    probs: np.ndarray, best: np.ndarray, vocabulary: Vocabulary, copied: Mapping[str, float], m: int
+) -> Distribution:
     """A model's interest distribution by raw category id.
 
     ``probs`` is the model's distribution over its category vocabulary; ``best`` some of its
@@ -78,7 +80,9 @@ def from_model(probs: np.ndarray, best: np.ndarray, vocabulary: Vocabulary, copi
     return strongest(out, m)
 
 
-def copied_outside_vocabulary(weights: np.ndarray, categories: Sequence[str], vocabulary: Vocabulary) -> dict[str, float]:
+def copied_outside_vocabulary(
+    weights: np.ndarray, categories: Sequence[str], vocabulary: Vocabulary
+) -> dict[str, float]:
     """The copy head's mass on copied events whose raw category is outside ``vocabulary``:
     ``weights[j]`` is the mass copied from an event of raw category ``categories[j]``. Such a
     category has no probability of its own in the model, only this.

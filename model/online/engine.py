@@ -38,9 +38,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model.data.vocab import TokenSequence
 from model.net.batching import pad_sequences
 from model.net.transformer import InterestTransformer
-from model.data.vocab import TokenSequence
 
 NO_EVENT = -(1 << 40)  # position of an empty cache slot: never inside any window
 DEFAULT_BUDGET_BYTES = 256 * 1024 * 1024
@@ -214,7 +214,9 @@ class IncrementalEngine:
         self.bytes_per_user = bytes_per_user(model, self.cache_dtype)
         self.max_users = self.budget_bytes // self.bytes_per_user
         if self.max_users < 1:
-            raise ValueError(f"a cache budget of {self.budget_bytes} bytes holds no user ({self.bytes_per_user} bytes each)")
+            raise ValueError(
+                f"a cache budget of {self.budget_bytes} bytes holds no user ({self.bytes_per_user} bytes each)"
+            )
         if not 0 <= self.top_k <= model.config.n_items - 2:
             raise ValueError(f"top_k must be in 0..{model.config.n_items - 2}")
         self._slots: OrderedDict[str, int] = OrderedDict()  # user -> slot, least recently used first
@@ -394,7 +396,11 @@ class IncrementalEngine:
         lengths = [len(chunk) for chunk in chunks]
         n, width = len(chunks), max(lengths)
         flat = np.array(
-            [(e.tokens.item, e.tokens.category, e.tokens.behavior, e.tokens.gap, e.position) for c in chunks for e in c],
+            [
+                (e.tokens.item, e.tokens.category, e.tokens.behavior, e.tokens.gap, e.position)
+                for c in chunks
+                for e in c
+            ],
             dtype=np.int64,
         )
         rows = torch.from_numpy(np.repeat(np.arange(n), lengths))  # row-major: each chunk's events in order

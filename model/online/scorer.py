@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from model.data.events import StoredEvent
 from model.data.loaders import UserSequence
-from model.data.vocab import OOV_ID, TokenSequence, Tokenizer, Vocabulary
+from model.data.vocab import OOV_ID, Tokenizer, TokenSequence, Vocabulary
 from model.net.checkpoint import Checkpoint
 from model.net.predict import Scored, score_outputs
 from model.net.transformer import InterestTransformer
@@ -61,7 +61,9 @@ class UserWindow:
         return self.events[-1]
 
 
-def event_tokens(tokenizer: Tokenizer, window: UserWindow, i: int, opens_window: bool = False) -> tuple[int, int, int, int]:
+def event_tokens(
+    tokenizer: Tokenizer, window: UserWindow, i: int, opens_window: bool = False
+) -> tuple[int, int, int, int]:
     """Model ids of ``window.events[i]``, its time gap taken from the event before (none for
     the first event of a window that ``opens_window``)."""
     event = window.events[i]
@@ -70,7 +72,9 @@ def event_tokens(tokenizer: Tokenizer, window: UserWindow, i: int, opens_window:
     return tokenizer.encode_event(event.item_id, event.category_id, event.event_type, gap)
 
 
-def window_tokens(tokenizer: Tokenizer, window: UserWindow, start: int, stop: int, opens_window: bool = False) -> TokenSequence:
+def window_tokens(
+    tokenizer: Tokenizer, window: UserWindow, start: int, stop: int, opens_window: bool = False
+) -> TokenSequence:
     """Model ids of ``window.events[start:stop]``."""
     rows = [event_tokens(tokenizer, window, i, opens_window and i == start) for i in range(start, stop)]
     columns = np.asarray(rows, dtype=np.int64).reshape(-1, 4).T
@@ -110,9 +114,7 @@ class InterestScorer:
     (a reordered event); :meth:`forget` that user first.
     """
 
-    def __init__(
-        self, checkpoint: Checkpoint, *, budget_bytes: int, top_k: int, recent_events: int, top_m: int
-    ):
+    def __init__(self, checkpoint: Checkpoint, *, budget_bytes: int, top_k: int, recent_events: int, top_m: int):
         self.engine = IncrementalEngine(checkpoint.model, checkpoint.model_version, budget_bytes=budget_bytes, top_k=0)
         self.tokenizer = checkpoint.tokenizer
         self.top_k = top_k
@@ -183,7 +185,11 @@ def scored_interest(
 
 
 def recent_interest(
-    model: InterestTransformer, tokenizer: Tokenizer, windows: Sequence[TokenSequence], raw_categories: Sequence[Sequence[str]], m: int
+    model: InterestTransformer,
+    tokenizer: Tokenizer,
+    windows: Sequence[TokenSequence],
+    raw_categories: Sequence[Sequence[str]],
+    m: int,
 ) -> list[Distribution]:
     """The interest after the last event of each window (tokens, and their raw categories),
     reading that window only; ``m`` categories kept."""
@@ -195,15 +201,21 @@ def recent_interest(
     return out
 
 
-def interest_along(checkpoint: Checkpoint, sequences: Sequence[UserSequence], m: int, progress: bool = True) -> list[list[Distribution]]:
+def interest_along(
+    checkpoint: Checkpoint, sequences: Sequence[UserSequence], m: int, progress: bool = True
+) -> list[list[Distribution]]:
     """The full-history interest after every event of every sequence, as the worker publishes it."""
     tokenizer = checkpoint.tokenizer
     tokens = [tokenizer.encode(s) for s in sequences]
     out: list[list[Distribution]] = [[{} for _ in range(len(s))] for s in sequences]
     wanted = [np.arange(len(s)) for s in sequences]
-    with tqdm(total=sum(len(s) for s in sequences), desc="interest", unit="event", leave=False, disable=not progress) as bar:
+    with tqdm(
+        total=sum(len(s) for s in sequences), desc="interest", unit="event", leave=False, disable=not progress
+    ) as bar:
         for scored in score_outputs(checkpoint.model, tokens, wanted, "category"):
-            for s, position, interest in scored_interest(scored, [q.categories for q in sequences], tokenizer.categories, m):
+            for s, position, interest in scored_interest(
+                scored, [q.categories for q in sequences], tokenizer.categories, m
+            ):
                 out[s][position] = interest
             bar.update(len(scored.outputs))
     return out
@@ -222,7 +234,9 @@ def recent_interest_along(
     with tqdm(total=len(windows), desc="recent interest", unit="event", leave=False, disable=not progress) as bar:
         for start in range(0, len(windows), chunk):
             part = windows[start : start + chunk]
-            flat += recent_interest(checkpoint.model, tokenizer, [tokenizer.encode(w) for w in part], [w.categories for w in part], m)
+            flat += recent_interest(
+                checkpoint.model, tokenizer, [tokenizer.encode(w) for w in part], [w.categories for w in part], m
+            )
             bar.update(len(part))
     out, start = [], 0
     for sequence in sequences:

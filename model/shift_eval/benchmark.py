@@ -28,9 +28,9 @@ from typing import Literal
 
 import numpy as np
 
+from model.data.events import StoredEvent
 from model.data.loaders import EventLog, UserSequence
 from model.online.distribution import frequencies, jensen_shannon
-from model.data.events import StoredEvent
 
 Split = Literal["validation", "test"]
 NATURAL_WINDOW = 20
@@ -118,14 +118,20 @@ def spliced_tracks(
         prefix = int(rng.integers(min_part, min(len(a), max_part) + 1))
         suffix = int(rng.integers(min_part, min(len(b), max_part) + 1))
         head, tail = a.categories[:prefix], b.categories[len(b) - suffix :]
-        if (a.user_id, b.user_id) in seen or dominant(head, 1)[0] in dominant(tail, 3) or dominant(tail, 1)[0] in dominant(head, 3):
+        if (
+            (a.user_id, b.user_id) in seen
+            or dominant(head, 1)[0] in dominant(tail, 3)
+            or dominant(tail, 1)[0] in dominant(head, 3)
+        ):
             continue
         seen.add((a.user_id, b.user_id))
         tracks.append(Track(f"splice:{a.user_id}+{b.user_id}", "spliced", splice(a, prefix, b, suffix), (prefix,)))
     return tracks
 
 
-def control_tracks(users: Sequence[UserSequence], n: int, seed: int, min_part: int = 20, max_part: int = 60) -> list[Track]:
+def control_tracks(
+    users: Sequence[UserSequence], n: int, seed: int, min_part: int = 20, max_part: int = 60
+) -> list[Track]:
     """Up to ``n`` unspliced windows (one per user) as long as spliced histories tend to be."""
     rng = np.random.default_rng(seed)
     eligible = [u for u in users if len(u) >= 2 * min_part]
@@ -139,7 +145,9 @@ def control_tracks(users: Sequence[UserSequence], n: int, seed: int, min_part: i
     return tracks
 
 
-def natural_changes(categories: Sequence[str], window: int = NATURAL_WINDOW, threshold: float = NATURAL_THRESHOLD) -> tuple[int, ...]:
+def natural_changes(
+    categories: Sequence[str], window: int = NATURAL_WINDOW, threshold: float = NATURAL_THRESHOLD
+) -> tuple[int, ...]:
     """Change points of a real history by looking ahead: the offline labeller.
 
     Position ``t`` is a candidate when the category frequencies of the ``window`` events
@@ -169,7 +177,9 @@ def natural_changes(categories: Sequence[str], window: int = NATURAL_WINDOW, thr
     return tuple(changes)
 
 
-def natural_tracks(users: Sequence[UserSequence], window: int = NATURAL_WINDOW, threshold: float = NATURAL_THRESHOLD) -> list[Track]:
+def natural_tracks(
+    users: Sequence[UserSequence], window: int = NATURAL_WINDOW, threshold: float = NATURAL_THRESHOLD
+) -> list[Track]:
     """Every history long enough to hold a labelled change, with its labels (possibly none)."""
     return [
         Track(f"natural:{u.user_id}", "natural", u, natural_changes(u.categories, window, threshold))

@@ -18,6 +18,7 @@ All of them share the guards: no alarm before ``min_events`` events, and none wi
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -115,7 +116,9 @@ class MarkovSurprisal:
     [1.17, 0.88, 4.95]
     """
 
-    def __init__(self, transitions: dict[str, Counter[str]], counts: Counter[str], mix: float = 0.5, smoothing: float = 1.0):
+    def __init__(
+        self, transitions: dict[str, Counter[str]], counts: Counter[str], mix: float = 0.5, smoothing: float = 1.0
+    ):
         self.transitions = transitions
         self.leaving = {previous: sum(following.values()) for previous, following in transitions.items()}
         self.counts = counts
@@ -130,7 +133,7 @@ class MarkovSurprisal:
         counts: Counter[str] = Counter()
         for categories in histories:
             counts.update(categories)
-            for previous, current in zip(categories, categories[1:]):
+            for previous, current in itertools.pairwise(categories):
                 transitions.setdefault(previous, Counter())[current] += 1
         return cls(transitions, counts)
 

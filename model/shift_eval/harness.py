@@ -21,22 +21,12 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 from tqdm import tqdm
 
-from model.online.calibration import IsotonicCalibration
-from model.shift_eval.detectors import (
-    AlwaysFire,
-    ChangeDetector,
-    DistributionDetector,
-    MarkovSurprisal,
-    SurprisalDetector,
-    TrackInputs,
-)
-from model.shift_eval.scoring import DetectionScore, match, score_alarms
+from model.data.loaders import EventLog
+from model.data.splits import TEST
 from model.net.checkpoint import Checkpoint
-from model.data.loaders import EventLog, UserSequence
+from model.online.calibration import IsotonicCalibration
 from model.online.detector import DetectorSettings, ShiftDetector
-from model.online.distribution import Distribution
-from model.net.predict import score_outputs
-from model.online.scorer import interest_along, recent_interest_along
+from model.online.scorer import recent_interest_along
 from model.shift_eval.benchmark import (
     NATURAL_THRESHOLD,
     NATURAL_WINDOW,
@@ -47,7 +37,15 @@ from model.shift_eval.benchmark import (
     spliced_tracks,
     users_of,
 )
-from model.data.splits import TEST
+from model.shift_eval.detectors import (
+    AlwaysFire,
+    ChangeDetector,
+    DistributionDetector,
+    MarkovSurprisal,
+    SurprisalDetector,
+    TrackInputs,
+)
+from model.shift_eval.scoring import DetectionScore, match, score_alarms
 
 Params = dict[str, float]
 Grid = dict[str, tuple[float, ...]]
@@ -99,14 +97,18 @@ def markov_for(checkpoint: Checkpoint, log: EventLog) -> MarkovSurprisal:
 def spliced_split(log: EventLog, split: Split, settings: EvalSettings) -> list[Track]:
     users = users_of(log, split, MIN_PART)
     seed = settings.seed + (0 if split == "validation" else 2)
-    return spliced_tracks(users, settings.spliced, seed, MIN_PART) + control_tracks(users, settings.spliced, seed + 1, MIN_PART)
+    return spliced_tracks(users, settings.spliced, seed, MIN_PART) + control_tracks(
+        users, settings.spliced, seed + 1, MIN_PART
+    )
 
 
 def natural_split(log: EventLog, split: Split, settings: EvalSettings) -> list[Track]:
     return natural_tracks(users_of(log, split, MIN_PART), settings.natural_window, settings.natural_threshold)
 
 
-def with_inputs(checkpoint: Checkpoint, log: EventLog, tracks: Sequence[Track], settings: EvalSettings) -> list[TrackInputs]:
+def with_inputs(
+    checkpoint: Checkpoint, log: EventLog, tracks: Sequence[Track], settings: EvalSettings
+) -> list[TrackInputs]:
     """Everything the detectors read, computed once per track."""
     shared = settings.detector
     distributions = recent_interest_along(checkpoint, [t.sequence for t in tracks], shared.recent_events, shared.top_m)
@@ -120,7 +122,9 @@ def build_benchmarks(checkpoint: Checkpoint, log: EventLog, settings: EvalSettin
         "spliced": [spliced_split(log, split, settings) for split in splits],
         "natural": [natural_split(log, split, settings) for split in splits],
     }
-    inputs = iter(with_inputs(checkpoint, log, [t for parts in tracks.values() for part in parts for t in part], settings))
+    inputs = iter(
+        with_inputs(checkpoint, log, [t for parts in tracks.values() for part in parts for t in part], settings)
+    )
     return [
         Benchmark(name, *([next(inputs) for _ in part] for part in parts))  # type: ignore[misc]
         for name, parts in tracks.items()
@@ -151,7 +155,9 @@ def _score_job(job: Job, shared: DetectorSettings, tolerance: int) -> DetectionS
     return score_alarms(((detector.alarms(i), i.track.changes, len(i.track)) for i in _inputs), tolerance)
 
 
-def score_jobs(jobs: Sequence[Job], inputs: Sequence[TrackInputs], settings: EvalSettings, desc: str) -> dict[Job, DetectionScore]:
+def score_jobs(
+    jobs: Sequence[Job], inputs: Sequence[TrackInputs], settings: EvalSettings, desc: str
+) -> dict[Job, DetectionScore]:
     """Score each (detector, parameters) job on ``inputs``, on ``settings.workers`` processes."""
     global _inputs
     _inputs = inputs
@@ -175,7 +181,10 @@ def evaluate_benchmark(benchmark: Benchmark, settings: EvalSettings) -> tuple[di
     """Tune every detector on validation, score it on test; precision-recall curves on test."""
     options = {name: [tuple(p.items()) for p in grid(settings.grids[name])] for name in DETECTORS}
     validation = score_jobs(
-        [(name, p) for name, ps in options.items() for p in ps], benchmark.validation, settings, f"{benchmark.name}: tuning"
+        [(name, p) for name, ps in options.items() for p in ps],
+        benchmark.validation,
+        settings,
+        f"{benchmark.name}: tuning",
     )
     tuned = {name: max(ps, key=lambda p: _preference(validation[(name, p)])) for name, ps in options.items()}
     sweeps = {
@@ -183,7 +192,7 @@ def evaluate_benchmark(benchmark: Benchmark, settings: EvalSettings) -> tuple[di
         for name, ps in options.items()
         if name in SWEEP_KEY
     }
-    test_jobs = {(name, p) for name, p in tuned.items()} | {(name, p) for name, ps in sweeps.items() for p in ps}
+    test_jobs = set(tuned.items()) | {(name, p) for name, ps in sweeps.items() for p in ps}
     test = score_jobs(sorted(test_jobs), benchmark.test, settings, f"{benchmark.name}: testing")
     results: dict[str, object] = {}
     for name, params in tuned.items():
@@ -214,19 +223,28 @@ def calibrate(detector: ShiftDetector, inputs: Sequence[TrackInputs], tolerance:
     return scores, labels
 
 
-def reliability(calibration: IsotonicCalibration, scores: Sequence[float], labels: Sequence[int], bins: int = 5) -> dict[str, object]:
+def reliability(
+    calibration: IsotonicCalibration, scores: Sequence[float], labels: Sequence[int], bins: int = 5
+) -> dict[str, object]:
     """How well test-alarm confidences match the rate of true alarms: per-bin table, ECE, Brier."""
     confidence = np.array([calibration(s) for s in scores])
     truth = np.array(labels, dtype=np.float64)
     table = []
     ece = 0.0
     edges = np.linspace(0.0, 1.0, bins + 1)
-    for low, high in zip(edges[:-1], edges[1:]):
+    for low, high in itertools.pairwise(edges):
         inside = (confidence >= low) & ((confidence < high) if high < 1.0 else (confidence <= high))
         if inside.any():
             mean_confidence, observed = float(confidence[inside].mean()), float(truth[inside].mean())
             ece += inside.mean() * abs(mean_confidence - observed)
-            table.append({"bin": [float(low), float(high)], "alarms": int(inside.sum()), "confidence": mean_confidence, "observed": observed})
+            table.append(
+                {
+                    "bin": [float(low), float(high)],
+                    "alarms": int(inside.sum()),
+                    "confidence": mean_confidence,
+                    "observed": observed,
+                }
+            )
     brier = float(np.mean((confidence - truth) ** 2)) if len(truth) else None
     return {"bins": table, "ece": float(ece), "brier": brier, "alarms": len(truth)}
 
@@ -249,15 +267,23 @@ def calibrated(tuned: DetectorSettings, validation: Sequence[TrackInputs], toler
     return ShiftDetector(tuned, IsotonicCalibration.fit(scores, labels))
 
 
-def detect_eval(checkpoint: Checkpoint, log: EventLog, settings: EvalSettings = EvalSettings()) -> tuple[dict[str, object], ShiftDetector]:
+def detect_eval(
+    checkpoint: Checkpoint, log: EventLog, settings: EvalSettings = EvalSettings()
+) -> tuple[dict[str, object], ShiftDetector]:
     """The whole evaluation; returns the results and the tuned, calibrated transformer detector."""
     spliced, natural = build_benchmarks(checkpoint, log, settings)
-    result: dict[str, object] = {"checkpoint": checkpoint.model_version, "dataset": log.name, "settings": asdict(settings)}
+    result: dict[str, object] = {
+        "checkpoint": checkpoint.model_version,
+        "dataset": log.name,
+        "settings": asdict(settings),
+    }
     for benchmark in (spliced, natural):
         result[benchmark.name], tuned = evaluate_benchmark(benchmark, settings)
         result[f"{benchmark.name}_data"] = _describe(benchmark)
         if benchmark is spliced:
-            detector = calibrated(replace(settings.detector, **tuned["transformer"]), spliced.validation, settings.tolerance)
+            detector = calibrated(
+                replace(settings.detector, **tuned["transformer"]), spliced.validation, settings.tolerance
+            )
             result["timeline"] = timeline(spliced.test, tuned, settings)
             if detector.calibration is not None:
                 test_scores, test_labels = calibrate(detector, spliced.test, settings.tolerance)
@@ -269,12 +295,17 @@ def detect_eval(checkpoint: Checkpoint, log: EventLog, settings: EvalSettings = 
     return result, detector
 
 
-def timeline(inputs: Sequence[TrackInputs], tuned: dict[str, Params], settings: EvalSettings, categories: int = 4) -> dict[str, object]:
+def timeline(
+    inputs: Sequence[TrackInputs], tuned: dict[str, Params], settings: EvalSettings, categories: int = 4
+) -> dict[str, object]:
     """One spliced test history for the report's plot: the probabilities of its main
     categories after each event, the true change point, and each detector's alarms.
     The first history whose change the transformer detects (else the first one)."""
     spliced = [i for i in inputs if i.track.kind == "spliced"]
-    detectors = {name: make_detector(name, tuned[name], settings.detector) for name in ("transformer", "frequency_jsd", "page_hinkley")}
+    detectors = {
+        name: make_detector(name, tuned[name], settings.detector)
+        for name in ("transformer", "frequency_jsd", "page_hinkley")
+    }
 
     def detected(i: TrackInputs) -> bool:
         return bool(match(detectors["transformer"].alarms(i), i.track.changes, settings.tolerance)[0])

@@ -38,7 +38,9 @@ def plot_timeline(timeline: dict[str, object], path: Path) -> None:
     for category, values in timeline["categories"].items():  # type: ignore[union-attr]
         axes.plot(range(len(values)), values, label=f"category {category}", linewidth=1.6)
     for i, change in enumerate(timeline["change_points"]):  # type: ignore[union-attr]
-        axes.axvline(change, color="black", linestyle="--", linewidth=1.2, label="true change (splice)" if i == 0 else None)
+        axes.axvline(
+            change, color="black", linestyle="--", linewidth=1.2, label="true change (splice)" if i == 0 else None
+        )
     styles = {"transformer": ("tab:red", 1.0), "frequency_jsd": ("tab:gray", 0.55), "page_hinkley": ("tab:purple", 0.3)}
     for name, alarms in timeline["alarms"].items():  # type: ignore[union-attr]
         color, height = styles.get(name, ("tab:olive", 0.2))
@@ -61,7 +63,9 @@ def plot_precision_recall(result: dict[str, object], path: Path) -> None:
         for name, row in result[benchmark].items():  # type: ignore[union-attr]
             curve = sorted(row["pr_curve"], key=lambda p: p["recall"])
             if curve:
-                axes.plot([p["recall"] for p in curve], [p["precision"] for p in curve], marker="o", markersize=3, label=name)
+                axes.plot(
+                    [p["recall"] for p in curve], [p["precision"] for p in curve], marker="o", markersize=3, label=name
+                )
             else:
                 axes.scatter([row["recall"]], [row["precision"]], marker="x", label=name)
         axes.set_xlabel("recall")
@@ -84,10 +88,10 @@ def write_detect_report(result: dict[str, object], path: Path) -> None:
     plot_timeline(result["timeline"], timeline_png)  # type: ignore[arg-type]
     plot_precision_recall(result, pr_png)
     settings = result["settings"]
-    text = f"""# Interest-shift detection: {result['dataset']}
+    text = f"""# Interest-shift detection: {result["dataset"]}
 
-- checkpoint `{result['checkpoint']}`; a detection counts when it comes at most
-  {settings['tolerance']} events after the change point (and not before it).
+- checkpoint `{result["checkpoint"]}`; a detection counts when it comes at most
+  {settings["tolerance"]} events after the change point (and not before it).
 - Parameters of every detector tuned for F1 on the validation users, scores on the test
   users (users split by a hash of their id). Regenerate: `make detect-eval`.
 - The checkpoint may have trained on these users' events (it predicts next categories);
@@ -95,15 +99,15 @@ def write_detect_report(result: dict[str, object], path: Path) -> None:
 
 ## Spliced histories (known change points)
 
-{_data_line(result['spliced_data'])}
+{_data_line(result["spliced_data"])}
 
-{results_table(result['spliced'])}
+{results_table(result["spliced"])}
 
-## Natural labels (offline labeller, window {settings['natural_window']}, JSD >= {settings['natural_threshold']})
+## Natural labels (offline labeller, window {settings["natural_window"]}, JSD >= {settings["natural_threshold"]})
 
-{_data_line(result['natural_data'])}
+{_data_line(result["natural_data"])}
 
-{results_table(result['natural'])}
+{results_table(result["natural"])}
 
 ## Precision-recall (test users; each detector's threshold swept, its other parameters as tuned)
 
@@ -111,8 +115,8 @@ def write_detect_report(result: dict[str, object], path: Path) -> None:
 
 ## One spliced test history
 
-The transformer's recent interest (its reading of the last {settings['detector']['recent_events']} events, the detector's input)
-in the history's main categories after each event; the dashed line is the splice, the
+The transformer's recent interest (its reading of the last {settings["detector"]["recent_events"]} events,
+the detector's input) in the history's main categories after each event; the dashed line is the splice, the
 triangles the alarms.
 
 ![timeline]({timeline_png.name})
@@ -141,8 +145,8 @@ def _calibration_section(calibration: dict | None) -> str:  # type: ignore[type-
         for b in test["bins"]
     )
     return f"""Isotonic regression of "this alarm detected a change point" on the alarm's divergence,
-fitted on the transformer detector's {calibration['curve']['n_alarms']} spliced validation alarms, checked on its
-{test['alarms']} test alarms: expected calibration error {test['ece']:.3f}, Brier score {_cell(test['brier'])}.
+fitted on the transformer detector's {calibration["curve"]["n_alarms"]} spliced validation alarms, checked on its
+{test["alarms"]} test alarms: expected calibration error {test["ece"]:.3f}, Brier score {_cell(test["brier"])}.
 
 | confidence | alarms | mean confidence | observed rate |
 |---|---|---|---|

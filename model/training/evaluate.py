@@ -23,15 +23,15 @@ from typing import Literal
 
 import numpy as np
 
-from model.training.baselines import DecayedFrequency, Markov, MostFrequent, Popularity, Recommender, RepeatLast
-from model.net.checkpoint import Checkpoint
 from model.data.loaders import EventLog
-from model.training.metrics import PerPrediction, bootstrap_difference, target_ranks
-from model.net.predict import score_outputs
-from model.online.scorer import copied_mass
 from model.data.splits import TEST, TRAIN, VALIDATION, SplitSpec
-from model.net.transformer import NEG_INF
 from model.data.vocab import OOV_ID, PAD_ID, TokenSequence, Vocabulary
+from model.net.checkpoint import Checkpoint
+from model.net.predict import score_outputs
+from model.net.transformer import NEG_INF
+from model.online.scorer import copied_mass
+from model.training.baselines import DecayedFrequency, Markov, MostFrequent, Popularity, Recommender, RepeatLast
+from model.training.metrics import PerPrediction, bootstrap_difference, target_ranks
 
 Level = Literal["category", "item"]
 MIXTURE_DECAYS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -135,7 +135,9 @@ def evaluate_recommender(
     return PerPrediction(np.asarray(users, dtype=np.int64), np.asarray(ranks, dtype=np.int64))
 
 
-def fit_baselines(log: EventLog, split: SplitSpec, protocol: Protocol, ids: Sequence[np.ndarray], n_ids: int) -> list[Recommender]:
+def fit_baselines(
+    log: EventLog, split: SplitSpec, protocol: Protocol, ids: Sequence[np.ndarray], n_ids: int
+) -> list[Recommender]:
     """Popularity counts and Markov transitions from training events only."""
     counts = np.zeros(n_ids)
     transitions = []
@@ -154,9 +156,9 @@ def fit_baselines(log: EventLog, split: SplitSpec, protocol: Protocol, ids: Sequ
 def _tuned_mixture(counts: np.ndarray, ids: Sequence[np.ndarray], validation: list[np.ndarray]) -> DecayedFrequency:
     best = max(
         MIXTURE_DECAYS,
-        key=lambda decay: evaluate_recommender(DecayedFrequency(counts, decay), ids, validation, False)
-        .values("ndcg@10")
-        .mean(),
+        key=lambda decay: (
+            evaluate_recommender(DecayedFrequency(counts, decay), ids, validation, False).values("ndcg@10").mean()
+        ),
     )
     return DecayedFrequency(counts, best)
 
@@ -184,8 +186,8 @@ def evaluate(checkpoint: Checkpoint, log: EventLog, n_resamples: int = 1000, see
         "protocol": protocol.name,
         "split": split.to_dict(),
         "model_version": checkpoint.model_version,
-        "n_predictions": int(len(per_model["transformer"].ranks)),
-        "n_users": int(len(np.unique(per_model["transformer"].users))),
+        "n_predictions": len(per_model["transformer"].ranks),
+        "n_users": len(np.unique(per_model["transformer"].users)),
         "models": models,
         "best_baseline": best_baseline,
         "mixture_decay": mixture_decay,
@@ -198,4 +200,3 @@ def validation_score(checkpoint: Checkpoint, log: EventLog, tokens: Sequence[Tok
     """The transformer's metrics on the validation phase (used for early stopping)."""
     protocol = Protocol.for_split(checkpoint.split)
     return evaluate_transformer(checkpoint, log, VALIDATION, protocol, tokens).summary()
-

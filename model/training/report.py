@@ -48,18 +48,18 @@ def write_report(result: dict[str, object], path: Path) -> None:
     training = result.get("training", {})
     text = f"""# Evaluation: {title}
 
-- model_version: `{result['model_version']}`
-- split: `{result['split']}`
-- predictions: {result['n_predictions']:,} over {result['n_users']:,} users
-- training: best epoch {training.get('best_epoch')} of {training.get('epochs_run')}, {training.get('seconds')} s
+- model_version: `{result["model_version"]}`
+- split: `{result["split"]}`
+- predictions: {result["n_predictions"]:,} over {result["n_users"]:,} users
+- training: best epoch {training.get("best_epoch")} of {training.get("epochs_run")}, {training.get("seconds")} s
 
-{markdown_table(models)}  
+{markdown_table(models)}
 
-Transformer minus the best baseline (`{ci['versus']}`) in {ci['metric']}, 95% bootstrap
-interval over users: **[{ci['low']:+.4f}, {ci['high']:+.4f}]**.
+Transformer minus the best baseline (`{ci["versus"]}`) in {ci["metric"]}, 95% bootstrap
+interval over users: **[{ci["low"]:+.4f}, {ci["high"]:+.4f}]**.
 
 ![metrics]({plot_path.name})
 
-Data quality: `{result['data_quality']}`
+Data quality: `{result["data_quality"]}`
 """
     path.write_text(text)

@@ -18,14 +18,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from model.data.loaders import EventLog
+from model.data.splits import TRAIN, VALIDATION, SplitSpec, before_test
+from model.data.vocab import OOV_ID, PAD_ID, Tokenizer, TokenSequence
 from model.net.batching import Piece, batches_by_length, pad_batch, pieces_for
 from model.net.checkpoint import Checkpoint
 from model.net.config import ModelConfig
-from model.data.loaders import EventLog
-from model.training.evaluate import validation_score
-from model.data.splits import TRAIN, VALIDATION, SplitSpec, before_test
 from model.net.transformer import NEG_INF, InterestTransformer
-from model.data.vocab import OOV_ID, PAD_ID, TokenSequence, Tokenizer
+from model.training.evaluate import validation_score
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,9 @@ def _targets(tokens: Sequence[TokenSequence], pieces: Sequence[Piece], length: i
     return torch.from_numpy(categories), torch.from_numpy(items), torch.from_numpy(mask)
 
 
-def item_loss(model: InterestTransformer, hidden: torch.Tensor, targets: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+def item_loss(
+    model: InterestTransformer, hidden: torch.Tensor, targets: torch.Tensor, config: TrainConfig
+) -> torch.Tensor:
     known = targets != OOV_ID
     hidden, targets = hidden[known], targets[known]
     if len(targets) == 0:
@@ -188,7 +190,9 @@ def train(
         model.load_state_dict(InterestTransformer(settings).state_dict())
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         rng = np.random.default_rng(config.seed)
-        for _ in tqdm(range(best_epoch), desc=f"refit {log.name} on train+validation", unit="epoch", disable=not progress):
+        for _ in tqdm(
+            range(best_epoch), desc=f"refit {log.name} on train+validation", unit="epoch", disable=not progress
+        ):
             run_epoch(model, optimizer, tokens, refit_pieces, config, rng)
     model.eval()
     checkpoint.training.update(

@@ -6,8 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from stream.cli.common import bootstrap
-
 
 def add(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -19,7 +17,9 @@ def add(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("action", nargs="?", choices=["start", "stop", "status"], default="start")
-    parser.add_argument("--dir", type=Path, default=Path(".shiftwatch/broker"), help="broker state (default: %(default)s)")
+    parser.add_argument(
+        "--dir", type=Path, default=Path(".shiftwatch/broker"), help="broker state (default: %(default)s)"
+    )
     parser.add_argument("--port", type=int, help="client port (default: a free one; 9092 is a common choice)")
     parser.add_argument("--detach", action="store_true", help="start in the background and return")
     parser.set_defaults(handler=_broker)

@@ -24,21 +24,33 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     )
     add_checkpoint_and_data(parser, "(default: %(default)s)")
     parser.add_argument("--report", type=Path, help="Markdown report to write (two PNG plots land beside it)")
-    parser.add_argument("--tolerance", type=int, default=10, help="events after a change within which an alarm detects it (default: %(default)s)")
-    parser.add_argument("--spliced", type=int, default=250, help="spliced histories per split, and as many controls (default: %(default)s)")
+    parser.add_argument(
+        "--tolerance",
+        type=int,
+        default=10,
+        help="events after a change within which an alarm detects it (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--spliced",
+        type=int,
+        default=250,
+        help="spliced histories per split, and as many controls (default: %(default)s)",
+    )
     parser.add_argument("--users", type=int, help="use only the first N users of the log")
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     parser.add_argument("--workers", type=int, help="processes for the parameter search (default: up to 4 CPUs)")
-    parser.add_argument("--no-save-detector", action="store_true", help="do not write detector.json into the checkpoint")
+    parser.add_argument(
+        "--no-save-detector", action="store_true", help="do not write detector.json into the checkpoint"
+    )
     parser.set_defaults(handler=_detect_eval)
 
 
 def _detect_eval(args: argparse.Namespace) -> int:
-    from model.net.checkpoint import load_checkpoint
     from model.data.loaders import load_event_log
+    from model.net.checkpoint import load_checkpoint
+    from model.online.detector import save_detector
     from model.shift_eval.harness import EvalSettings, detect_eval
     from model.shift_eval.report import write_detect_report
-    from model.online.detector import save_detector
 
     checkpoint = load_checkpoint(args.checkpoint)
     log = load_event_log(args.data, args.format)
@@ -56,7 +68,10 @@ def _detect_eval(args: argparse.Namespace) -> int:
         provenance = {"dataset": log.name, "tuned_on": "spliced validation users", "results": str(args.json)}
         print(f"detector tuned and calibrated: {save_detector(detector, args.checkpoint, provenance)}", file=sys.stderr)
     summary = {
-        benchmark: {name: {k: row[k] for k in ("precision", "recall", "f1", "median_delay", "false_alarms_per_1k")} for name, row in result[benchmark].items()}
+        benchmark: {
+            name: {k: row[k] for k in ("precision", "recall", "f1", "median_delay", "false_alarms_per_1k")}
+            for name, row in result[benchmark].items()
+        }
         for benchmark in ("spliced", "natural")
     }
     print(json.dumps(summary, indent=1))

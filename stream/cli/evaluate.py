@@ -22,8 +22,8 @@ def add(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from model.net.checkpoint import load_checkpoint
     from model.data.loaders import load_event_log
+    from model.net.checkpoint import load_checkpoint
     from model.training.evaluate import evaluate
     from model.training.report import write_report
 

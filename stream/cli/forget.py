@@ -12,7 +12,8 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "forget",
         help="erase a user: their row, the worker's caches, and a tombstone on interest.updates",
-        description="Send a forget request for USER_ID (the raw id, as in the user's events) to privacy.forget-requests. "
+        description="Send a forget request for USER_ID (the raw id, as in the user's events) to "
+        "privacy.forget-requests. "
         "The worker that owns the user deletes their table row (a tombstone on its changelog), drops them from its "
         "caches and publishes a tombstone for them on the compacted interest.updates; the triggers service deletes "
         "their rate-limit row. Shifts already published age out with interest.shifts' retention.",

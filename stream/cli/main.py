@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from stream.cli import train, evaluate, detect_eval, broker, topics, worker, triggers, demand, forget, replay, demo
+from stream.cli import broker, demand, demo, detect_eval, evaluate, forget, replay, topics, train, triggers, worker
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,8 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from model.net.checkpoint import CheckpointError
     from model.data.loaders import DataFormatError
+    from model.net.checkpoint import CheckpointError
     from stream.ops.broker import BrokerError
 
     args = build_parser().parse_args(argv)

@@ -30,7 +30,6 @@ def _topics_create(args: argparse.Namespace) -> int:
     import asyncio
 
     from stream.ops.admin import create_topics
-
     from stream.settings import Settings
 
     settings = Settings.from_env()

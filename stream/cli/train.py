@@ -28,7 +28,7 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--learning-rate", type=float, help="AdamW learning rate (default 1e-3)")
     parser.add_argument("--max-minutes", type=float, help="wall-clock budget for training")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
-    parser.add_argument("--model", default="{}", help='model config overrides as JSON, e.g. \'{"window": 32}\'')
+    parser.add_argument("--model", default="{}", help="model config overrides as JSON, e.g. '{\"window\": 32}'")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_train)
 
@@ -36,9 +36,9 @@ def add(subparsers: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from model.net.checkpoint import save_checkpoint
     from model.data.loaders import load_event_log
     from model.data.splits import SplitSpec, parse_time
+    from model.net.checkpoint import save_checkpoint
     from model.training.train import TrainConfig, train
 
     log = load_event_log(args.data, args.format)

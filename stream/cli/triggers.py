@@ -22,8 +22,8 @@ def add(subparsers: argparse._SubParsersAction) -> None:
 
 def _triggers(args: argparse.Namespace) -> int:
     from stream.services.rules import load_rules
-    from stream.settings import Settings
     from stream.services.triggers import create_triggers_app
+    from stream.settings import Settings
 
     rules = load_rules(args.rules)  # a bad file stops here, before anything connects
     return run_app(create_triggers_app(Settings.from_env(), rules), args.loglevel)

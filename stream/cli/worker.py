@@ -19,7 +19,7 @@ def add(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from stream.worker.worker import create_app
     from stream.settings import Settings
+    from stream.worker.worker import create_app
 
     return run_app(create_app(Settings.from_env()), args.loglevel)

@@ -47,7 +47,9 @@ async def create_topics(
         for spec in specs:
             if spec.name not in existing:
                 try:
-                    await admin.create_topics([NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.config(deadline_ms))])
+                    await admin.create_topics(
+                        [NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.config(deadline_ms))]
+                    )
                     outcome[spec.name] = "created"
                     continue
                 except TopicAlreadyExistsError:

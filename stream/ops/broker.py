@@ -43,16 +43,25 @@ def fetch_jars(cache_dir: Path | None = None, version: str = KAFKA_VERSION) -> P
         return libs
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise BrokerError("Maven (mvn) is needed once to fetch the Kafka broker jars; install it or set KAFKA_BOOTSTRAP")
+        raise BrokerError(
+            "Maven (mvn) is needed once to fetch the Kafka broker jars; install it or set KAFKA_BOOTSTRAP"
+        )
     if shutil.which("java") is None:
         raise BrokerError("Java 17+ is needed to run the Kafka broker; install it or set KAFKA_BOOTSTRAP")
     print(f"fetching Apache Kafka {version} jars from Maven Central into {libs} (once)...", file=sys.stderr)
     staging = libs.with_name("libs.partial")
     shutil.rmtree(staging, ignore_errors=True)
     command = [
-        mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-        "-DincludeScope=runtime", f"-Dkafka.version={version}", f"-DoutputDirectory={staging}",
-    ]  # fmt: skip
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(POM),
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-Dkafka.version={version}",
+        f"-DoutputDirectory={staging}",
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise BrokerError(f"mvn could not fetch Kafka {version}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
@@ -170,20 +179,36 @@ class EmbeddedBroker:
         classpath = f"{libs}/*"
         java = ["java", f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}", "-cp", classpath]
         if not (self.data_dir / "logs" / "meta.properties").exists():
-            format_command = [*java, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id(), "-c", str(properties)]
+            format_command = [
+                *java,
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-t",
+                cluster_id(),
+                "-c",
+                str(properties),
+            ]
             result = subprocess.run(format_command, capture_output=True, text=True)
             if result.returncode != 0:
                 raise BrokerError(f"formatting {self.data_dir / 'logs'} failed:\n{result.stdout}{result.stderr}")
-        console = open(self.data_dir / "console.log", "ab")
-        process = subprocess.Popen(
-            [*java[:1], f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true", *java[1:],
-             "kafka.Kafka", str(properties)],
-            stdout=console,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop it cleanly
-        )  # fmt: skip
-        console.close()
+        with open(self.data_dir / "console.log", "ab") as console:  # the child keeps its own descriptor
+            process = subprocess.Popen(
+                [
+                    *java[:1],
+                    f"-Xmx{self.heap}",
+                    f"-Xms{self.heap}",
+                    "-XX:+UseG1GC",
+                    "-Djava.awt.headless=true",
+                    *java[1:],
+                    "kafka.Kafka",
+                    str(properties),
+                ],
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop it cleanly
+            )
         (self.data_dir / PID_FILE).write_text(str(process.pid))
         bootstrap = f"127.0.0.1:{port}"
         (self.data_dir / BOOTSTRAP_FILE).write_text(bootstrap)

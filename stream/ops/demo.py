@@ -23,11 +23,11 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 
 from model.data.loaders import EventLog, load_event_log
-from stream.ops.broker import EmbeddedBroker
 from stream.ops.admin import create_topics
-from stream.settings import Settings
-from stream.ops.replay import replay
+from stream.ops.broker import EmbeddedBroker
 from stream.ops.process import WorkerProcess
+from stream.ops.replay import replay
+from stream.settings import Settings
 from topics.specs import INVALID, SHIFTS, UPDATES
 
 
@@ -47,8 +47,8 @@ def ensure_checkpoint(config: DemoConfig, log: EventLog) -> None:
     if (config.checkpoint / "checkpoint.json").exists():
         print(f"model: {config.checkpoint} (delete it to retrain)")
         return
-    from model.net.checkpoint import save_checkpoint
     from model.data.splits import SplitSpec
+    from model.net.checkpoint import save_checkpoint
     from model.training.train import TrainConfig, train
 
     print(f"model: none at {config.checkpoint}; training one on {log.name} ({config.train_minutes:g} min budget)")
@@ -62,16 +62,27 @@ def ensure_detector(config: DemoConfig, log: EventLog) -> None:
     from model.online.detector import DETECTOR_FILE, save_detector, tuned_for
 
     checkpoint = load_checkpoint(config.checkpoint)
-    if (config.checkpoint / DETECTOR_FILE).exists() and tuned_for(config.checkpoint) in (None, checkpoint.model_version):
-        print(f"shift detector: {config.checkpoint / DETECTOR_FILE} (make detect-eval retunes it with the full evaluation)")
+    if (config.checkpoint / DETECTOR_FILE).exists() and tuned_for(config.checkpoint) in (
+        None,
+        checkpoint.model_version,
+    ):
+        print(
+            f"shift detector: {config.checkpoint / DETECTOR_FILE} (make detect-eval retunes it with the full evaluation)"
+        )
         return
     from model.shift_eval.harness import EvalSettings, spliced_split, tune_transformer, with_inputs
 
-    print(f"shift detector: none for this checkpoint; tuning one on {config.tuning_histories} spliced validation histories")
+    print(
+        f"shift detector: none for this checkpoint; tuning one on {config.tuning_histories} spliced validation histories"
+    )
     settings = EvalSettings(spliced=config.tuning_histories)
     validation = with_inputs(checkpoint, log, spliced_split(log, "validation", settings), settings)
     detector = tune_transformer(validation, settings)
-    save_detector(detector, config.checkpoint, {"dataset": log.name, "tuned_on": f"{len(validation)} spliced validation histories (demo)"})
+    save_detector(
+        detector,
+        config.checkpoint,
+        {"dataset": log.name, "tuned_on": f"{len(validation)} spliced validation histories (demo)"},
+    )
 
 
 def describe(shift: dict) -> str:
@@ -89,7 +100,12 @@ def describe(shift: dict) -> str:
 async def follow(bootstrap: str, expected: int, config: DemoConfig, worker: WorkerProcess) -> dict[str, int]:
     """Print a live feed of interest shifts until ``expected`` updates have arrived."""
     consumer = AIOKafkaConsumer(
-        UPDATES.name, SHIFTS.name, INVALID.name, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+        UPDATES.name,
+        SHIFTS.name,
+        INVALID.name,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
     )
     await consumer.start()
     counts = {"updates": 0, "dead_letters": 0, "shifts": 0}
@@ -114,7 +130,9 @@ async def follow(bootstrap: str, expected: int, config: DemoConfig, worker: Work
                             last_line = now
             if time.monotonic() - last_progress >= 5:
                 elapsed = time.monotonic() - started
-                print(f"-- {counts['updates']:,}/{expected:,} updates, {counts['updates'] / elapsed:,.0f}/s", flush=True)
+                print(
+                    f"-- {counts['updates']:,}/{expected:,} updates, {counts['updates'] / elapsed:,.0f}/s", flush=True
+                )
                 last_progress = time.monotonic()
         for tp, records in (await consumer.getmany(timeout_ms=1000, max_records=5000)).items():  # stragglers
             if tp.topic == SHIFTS.name:
@@ -164,15 +182,19 @@ def summary(services: dict[str, WorkerProcess], shifts: int, n: int = 5) -> str:
     triggers, demand = stats["triggers"], stats["demand"]
     rules = ", ".join(f"{rule} {count:,}" for rule, count in triggers["fired"].items())
     windows = ", ".join(f"{kind} {count:,}" for kind, count in demand["published"].items())
-    return "\n".join([
-        "summary of the replay",
-        f"  categories gaining interest (top {n}, over all shifts):", *lines("rising"),
-        f"  categories losing interest (top {n}):", *lines("falling"),
-        f"  marketing triggers fired: {sum(triggers['fired'].values()):,} ({rules}) -> marketing.triggers",
-        f"  demand windows closed: {windows} -> inventory.category-demand "
-        f"({demand['open_windows']:,} still open: their event time has not passed; "
-        f"{sum(demand['late'].values()):,} window counts of shifts that came after their window closed)",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "summary of the replay",
+            f"  categories gaining interest (top {n}, over all shifts):",
+            *lines("rising"),
+            f"  categories losing interest (top {n}):",
+            *lines("falling"),
+            f"  marketing triggers fired: {sum(triggers['fired'].values()):,} ({rules}) -> marketing.triggers",
+            f"  demand windows closed: {windows} -> inventory.category-demand "
+            f"({demand['open_windows']:,} still open: their event time has not passed; "
+            f"{sum(demand['late'].values()):,} window counts of shifts that came after their window closed)",
+        ]
+    )
 
 
 def run_demo(config: DemoConfig = DemoConfig()) -> int:
@@ -186,22 +208,30 @@ def run_demo(config: DemoConfig = DemoConfig()) -> int:
     broker = None if external else EmbeddedBroker(config.state_dir / "broker")
     processes: list[WorkerProcess] = []
     try:
-        bootstrap = external or broker.start()  # type: ignore[union-attr]
-        print(f"kafka: {bootstrap} ({'external' if external else 'embedded Apache Kafka, pid %s' % broker.pid})")  # type: ignore[union-attr]
+        bootstrap = external if broker is None else broker.start()
+        where = "external" if broker is None else f"embedded Apache Kafka, pid {broker.pid}"
+        print(f"kafka: {bootstrap} ({where})")
         for name, outcome in asyncio.run(create_topics(bootstrap, Settings().erasure_deadline_s)).items():
             print(f"topic {name}: {outcome}")
         app_id = f"shiftwatch-demo-{int(time.time())}"
 
         def start(name: str, command: tuple[str, ...]) -> WorkerProcess:
             process = WorkerProcess(
-                config.state_dir / f"{name}.log", command=command, kafka_bootstrap=bootstrap, app_id=app_id,
-                checkpoint=config.checkpoint, data_dir=config.state_dir / name,
-            ).start()  # fmt: skip
+                config.state_dir / f"{name}.log",
+                command=command,
+                kafka_bootstrap=bootstrap,
+                app_id=app_id,
+                checkpoint=config.checkpoint,
+                data_dir=config.state_dir / name,
+            ).start()
             processes.append(process)
             return process
 
         worker = start("worker", ("worker",))
-        downstream = {"triggers": start("triggers", ("triggers", "--rules", str(config.rules))), "demand": start("demand", ("demand",))}
+        downstream = {
+            "triggers": start("triggers", ("triggers", "--rules", str(config.rules))),
+            "demand": start("demand", ("demand",)),
+        }
         web = f"http://127.0.0.1:{worker.web_port}"
         print(f"worker: pid {worker.process.pid}; live dashboard at {web}/dashboard, metrics at {web}/metrics")  # type: ignore[union-attr]
         print(

@@ -73,7 +73,9 @@ def messages(log: EventLog) -> Iterator[tuple[int, bytes, bytes]]:
         yield ts_ms, user.user_id.encode(), json.dumps(value, separators=(",", ":")).encode()
 
 
-async def replay(log: EventLog, bootstrap: str, pace: Pace = Pace(), topic: str = EVENTS.name, progress: bool = True) -> int:
+async def replay(
+    log: EventLog, bootstrap: str, pace: Pace = Pace(), topic: str = EVENTS.name, progress: bool = True
+) -> int:
     """Produce every event of ``log``; returns how many were sent."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all", enable_idempotence=True)
     await producer.start()

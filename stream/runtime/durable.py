@@ -55,10 +55,16 @@ async def write_rows(app: faust.App, table: faust.Table, rows: Iterable[tuple[Ev
             else:
                 table.data[key] = value
         raw_key = serializers.dumps_key(table.key_type, key, serializer=table.key_serializer)
-        raw_value = None if value is None else serializers.dumps_value(table.value_type, value, serializer=table.value_serializer)
+        raw_value = (
+            None
+            if value is None
+            else serializers.dumps_value(table.value_type, value, serializer=table.value_serializer)
+        )
         partition = event.message.partition
         transaction = transactional_id(app, event.message.topic, partition)
-        sent.append(await app.producer.send(changelog, raw_key, raw_value, partition, None, None, transactional_id=transaction))
+        sent.append(
+            await app.producer.send(changelog, raw_key, raw_value, partition, None, None, transactional_id=transaction)
+        )
     for written in await asyncio.gather(*sent):  # where a restart with this store resumes reading the changelog
         table.data.set_persisted_offset(written.topic_partition, written.offset)
 
@@ -85,7 +91,9 @@ ROLL_KEY = b"\x00shiftwatch-segment-roll"
 """The key of the tombstones :func:`roll_compacted_segments` writes: no user's."""
 
 
-def schedule_segment_rolls(app: faust.App, table: faust.Table, source_topic: str, erasure_deadline_s: float, *also: str) -> None:
+def schedule_segment_rolls(
+    app: faust.App, table: faust.Table, source_topic: str, erasure_deadline_s: float, *also: str
+) -> None:
     """Every eighth of the erasure deadline, a tombstone of :data:`ROLL_KEY` on each partition of
     ``table``'s changelog (and of the compacted topics ``also``) that this process writes, the
     partitions of ``source_topic`` it is assigned.

@@ -112,12 +112,15 @@ class TopicWaitingConsumerThread(AIOKafkaConsumerThread):
         if missing:
             self.log.warning(
                 "Subscribing to topics the cluster does not list after %.0f s (ShiftWatch's come from `shiftwatch topics create`): %s",
-                TOPIC_WAIT_S, ", ".join(sorted(missing)),
-            )  # fmt: skip
+                TOPIC_WAIT_S,
+                ", ".join(sorted(missing)),
+            )
         await super().subscribe(topics)
 
 
-async def unknown_topics_after(client: AIOKafkaClient, topics: set[str], timeout_s: float, poll_s: float = 0.1) -> set[str]:
+async def unknown_topics_after(
+    client: AIOKafkaClient, topics: set[str], timeout_s: float, poll_s: float = 0.1
+) -> set[str]:
     """Which of ``topics`` the cluster's metadata still does not list after waiting up to
     ``timeout_s`` for them (none, as soon as it lists them all)."""
     deadline = time.monotonic() + timeout_s

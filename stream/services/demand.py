@@ -44,9 +44,17 @@ from typing import Any
 import faust
 from faust.types import EventT
 
-from stream.services.demand_counts import CategoryMove, Demand, Progress, category_moves, parse_moves_message, top_movers, watermark
-from stream.services.downstream import Stats, downstream_app, shift_batches, shifts_topic
 from stream.runtime.durable import PendingRows
+from stream.services.demand_counts import (
+    CategoryMove,
+    Demand,
+    Progress,
+    category_moves,
+    parse_moves_message,
+    top_movers,
+    watermark,
+)
+from stream.services.downstream import Stats, downstream_app, shift_batches, shifts_topic
 from stream.settings import Settings
 from topics.records import CategoryDemand
 from topics.specs import DEMAND, PARTITIONS, SHIFTS
@@ -82,25 +90,43 @@ HELP = {
 
 def create_demand_app(settings: Settings) -> faust.App:
     if settings.demand_hopping_s % settings.demand_hop_s:
-        raise ValueError(f"SHIFTWATCH_DEMAND_HOP_S={settings.demand_hop_s:g} must divide SHIFTWATCH_DEMAND_HOPPING_S={settings.demand_hopping_s:g}")
-    stats: Stats = {"shifts": 0, "unreadable": 0, "moves": 0, "duplicate_moves": 0, "redelivered_moves": 0,
-                    "late": {kind: 0 for kind in WINDOW_KINDS}, "published": {kind: 0 for kind in WINDOW_KINDS}}  # fmt: skip
+        raise ValueError(
+            f"SHIFTWATCH_DEMAND_HOP_S={settings.demand_hop_s:g} must divide SHIFTWATCH_DEMAND_HOPPING_S={settings.demand_hopping_s:g}"
+        )
+    stats: Stats = {
+        "shifts": 0,
+        "unreadable": 0,
+        "moves": 0,
+        "duplicate_moves": 0,
+        "redelivered_moves": 0,
+        "late": dict.fromkeys(WINDOW_KINDS, 0),
+        "published": dict.fromkeys(WINDOW_KINDS, 0),
+    }
     app = downstream_app(settings, "demand", stats, HELP, {"late": "window", "published": "window"})
     moves_topic = app.topic(
-        f"{app.conf.id}-category-moves", key_type=bytes, value_type=bytes, key_serializer="raw",
-        value_serializer="raw", partitions=PARTITIONS, internal=True,
-    )  # fmt: skip
+        f"{app.conf.id}-category-moves",
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=PARTITIONS,
+        internal=True,
+    )
     sizes = {"tumbling": settings.demand_tumbling_s, "hopping": settings.demand_hopping_s}
     windows = {
-        "tumbling": app.Table("demand_tumbling", partitions=PARTITIONS, help="category demand per tumbling window").tumbling(
-            settings.demand_tumbling_s
-        ),
-        "hopping": app.Table("demand_hopping", partitions=PARTITIONS, help="category demand per hopping window").hopping(
-            settings.demand_hopping_s, settings.demand_hop_s
-        ),
+        "tumbling": app.Table(
+            "demand_tumbling", partitions=PARTITIONS, help="category demand per tumbling window"
+        ).tumbling(settings.demand_tumbling_s),
+        "hopping": app.Table(
+            "demand_hopping", partitions=PARTITIONS, help="category demand per hopping window"
+        ).hopping(settings.demand_hopping_s, settings.demand_hop_s),
     }
-    totals = app.Table("demand_totals", partitions=PARTITIONS, help="category demand since the start, and its recent shift ids")
-    clocks = app.Table("demand_clock", partitions=PARTITIONS, help="'partition N' -> shifts partition -> event time (ms) announced")
+    totals = app.Table(
+        "demand_totals", partitions=PARTITIONS, help="category demand since the start, and its recent shift ids"
+    )
+    clocks = app.Table(
+        "demand_clock", partitions=PARTITIONS, help="'partition N' -> shifts partition -> event time (ms) announced"
+    )
     grace_ms = round(settings.demand_grace_s * 1000)
     open_windows: dict[int, set[tuple[str, WindowKey]]] = defaultdict(set)
     indexed = False
@@ -140,11 +166,27 @@ def create_demand_app(settings: Settings) -> faust.App:
                 source = event.message.partition
                 reached[source] = max(reached.get(source, shift["ts"]), shift["ts"])
                 for move in category_moves(shift):
-                    sent.append(await app.producer.send(moves_name, move.category_id.encode(), move.dumps(), partition=None, timestamp=None, headers=None))
-            for source, event_time in reached.items():  # after the moves: the same producer keeps each partition in order
+                    sent.append(
+                        await app.producer.send(
+                            moves_name,
+                            move.category_id.encode(),
+                            move.dumps(),
+                            partition=None,
+                            timestamp=None,
+                            headers=None,
+                        )
+                    )
+            for (
+                source,
+                event_time,
+            ) in reached.items():  # after the moves: the same producer keeps each partition in order
                 progress = Progress(source, event_time).dumps()
                 for partition in range(PARTITIONS):
-                    sent.append(await app.producer.send(moves_name, None, progress, partition=partition, timestamp=None, headers=None))
+                    sent.append(
+                        await app.producer.send(
+                            moves_name, None, progress, partition=partition, timestamp=None, headers=None
+                        )
+                    )
             await asyncio.gather(*sent)
 
     @app.agent(moves_topic)
@@ -223,10 +265,19 @@ def create_demand_app(settings: Settings) -> faust.App:
             row = rows.get(table, event, key)
             if row is not None:
                 record = CategoryDemand(
-                    demand_id=f"{kind}:{category}:{start_ms}", category_id=category, window=kind, window_start=start_ms,
-                    window_end=end_ms, **Demand.from_row(row).as_dict(), model_versions=row["model_versions"],
-                )  # fmt: skip
-                sent.append(await app.producer.send(DEMAND.name, category.encode(), record.dumps(), partition=None, timestamp=None, headers=None))
+                    demand_id=f"{kind}:{category}:{start_ms}",
+                    category_id=category,
+                    window=kind,
+                    window_start=start_ms,
+                    window_end=end_ms,
+                    **Demand.from_row(row).as_dict(),
+                    model_versions=row["model_versions"],
+                )
+                sent.append(
+                    await app.producer.send(
+                        DEMAND.name, category.encode(), record.dumps(), partition=None, timestamp=None, headers=None
+                    )
+                )
                 stats["published"][kind] += 1
                 rows.set(table, event, key, None)
             open_windows[partition].discard((kind, key))
@@ -258,7 +309,9 @@ def create_demand_app(settings: Settings) -> faust.App:
     def window_demand(kind: str, start: int | None) -> tuple[dict[str, Demand], dict[str, Any]]:
         """Demand in the open window of ``kind`` starting at ``start`` (default: the latest full one)."""
         if start is None:
-            latest = max(filter(None, (watermark(announced, SHIFTS.partitions) for announced in clocks.values())), default=None)
+            latest = max(
+                filter(None, (watermark(announced, SHIFTS.partitions) for announced in clocks.values())), default=None
+            )
             if latest is None:
                 return {}, {"window_start": None, "window_end": None}
             start = round(windows[kind].table.window.ranges(latest / 1000)[0][0] * 1000)
@@ -274,9 +327,16 @@ def create_demand_app(settings: Settings) -> faust.App:
     @app.page("/demand/stats")
     async def stats_page(web: Any, request: Any) -> Any:
         active = active_partitions()
-        counted = sum(row["users_in"] + row["users_out"] for row in totals.values() if row["partition"] in active)  # survives restarts
+        counted = sum(
+            row["users_in"] + row["users_out"] for row in totals.values() if row["partition"] in active
+        )  # survives restarts
         return web.json(
-            {**stats, "counted": counted, "open_windows": sum(map(len, open_windows.values())), "watermark": {k: watermark(a, SHIFTS.partitions) for k, a in clocks.items()}}
+            {
+                **stats,
+                "counted": counted,
+                "open_windows": sum(map(len, open_windows.values())),
+                "watermark": {k: watermark(a, SHIFTS.partitions) for k, a in clocks.items()},
+            }
         )
 
     return app

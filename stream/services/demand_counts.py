@@ -79,7 +79,11 @@ def category_moves(shift: Mapping[str, Any]) -> list[CategoryMove]:
     for changes, direction in ((shift["from_categories"], "out"), (shift["to_categories"], "in")):
         for change in changes:
             mass = change["before"] - change["after"] if direction == "out" else change["after"] - change["before"]
-            moves.append(CategoryMove(shift["shift_id"], change["category_id"], direction, mass, shift["ts"], shift["model_version"]))
+            moves.append(
+                CategoryMove(
+                    shift["shift_id"], change["category_id"], direction, mass, shift["ts"], shift["model_version"]
+                )
+            )
     return moves
 
 

@@ -47,7 +47,9 @@ class StatsCollector:
             yield family
 
 
-def downstream_app(settings: Settings, service: str, stats: Stats, help: Mapping[str, str], labels: Mapping[str, str]) -> faust.App:
+def downstream_app(
+    settings: Settings, service: str, stats: Stats, help: Mapping[str, str], labels: Mapping[str, str]
+) -> faust.App:
     """The service's app; ``/metrics`` serves Faust's sensor and the service's ``stats``."""
     app, registry = new_app(settings, f"{settings.app_id}-{service}", settings.data_dir / service)
     registry.register(StatsCollector(service, stats, help, labels))  # type: ignore[arg-type]
@@ -59,7 +61,9 @@ def shifts_topic(app: faust.App) -> faust.TopicT:
     return app.topic(SHIFTS.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
 
-async def shift_batches(app: faust.App, stream: faust.StreamT, settings: Settings, stats: Stats) -> AsyncIterator[list[tuple[EventT, dict | None]]]:
+async def shift_batches(
+    app: faust.App, stream: faust.StreamT, settings: Settings, stats: Stats
+) -> AsyncIterator[list[tuple[EventT, dict | None]]]:
     """The stream in batches of ``(event, shift)``, in order; ``(event, None)`` for a tombstone,
     which the worker publishes, keyed by the user as stored, when it forgets a user. What is
     neither is dead-lettered and counted in ``stats["unreadable"]``; the shifts in ``stats["shifts"]``."""
@@ -90,6 +94,10 @@ async def read_shift(app: faust.App, message: Message) -> dict | None:
         if error is None:
             return data  # type: ignore[return-value]
         problem = f"{'/'.join(map(str, error.absolute_path)) or 'the value'}: {error.message}"
-    letter = DeadLetter.of("not_a_shift", printable(problem), SHIFTS.name, message.partition, message.offset, message.value or b"")
-    await (await app.producer.send(INVALID.name, message.key, letter.dumps(), partition=None, timestamp=None, headers=None))
+    letter = DeadLetter.of(
+        "not_a_shift", printable(problem), SHIFTS.name, message.partition, message.offset, message.value or b""
+    )
+    await (
+        await app.producer.send(INVALID.name, message.key, letter.dumps(), partition=None, timestamp=None, headers=None)
+    )
     return None

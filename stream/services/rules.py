@@ -128,15 +128,17 @@ def evaluate(rules: Sequence[Rule], shift: Mapping[str, Any], fired: dict[str, i
         if not matched or (last is not None and shift["ts"] - last < rule.cooldown_hours * HOUR_MS):
             continue
         fired[rule.name] = int(shift["ts"])
-        triggers.append({
-            "trigger_id": trigger_id(rule.name, str(shift["shift_id"])),
-            "rule": rule.name,
-            "user_id": shift["user_id"],
-            "shift_id": shift["shift_id"],
-            "event_id": shift["event_id"],
-            "ts": shift["ts"],
-            "to_categories": matched,
-            "confidence": shift["confidence"],
-            "model_version": shift["model_version"],
-        })  # fmt: skip
+        triggers.append(
+            {
+                "trigger_id": trigger_id(rule.name, str(shift["shift_id"])),
+                "rule": rule.name,
+                "user_id": shift["user_id"],
+                "shift_id": shift["shift_id"],
+                "event_id": shift["event_id"],
+                "ts": shift["ts"],
+                "to_categories": matched,
+                "confidence": shift["confidence"],
+                "model_version": shift["model_version"],
+            }
+        )
     return triggers

@@ -38,9 +38,13 @@ def create_triggers_app(settings: Settings, rules: Sequence[Rule]) -> faust.App:
     stats: Stats = {"shifts": 0, "unreadable": 0, "forgotten": 0, "fired": {rule.name: 0 for rule in rules}}
     app = downstream_app(settings, "triggers", stats, HELP, {"fired": "rule"})
     state = app.Table(
-        "trigger_state", partitions=PARTITIONS, key_type=bytes, value_type=bytes, help="user -> rule -> last trigger ts",
+        "trigger_state",
+        partitions=PARTITIONS,
+        key_type=bytes,
+        value_type=bytes,
+        help="user -> rule -> last trigger ts",
         extra_topic_configs=changelog_config(int(settings.erasure_deadline_s * 1000)),
-    )  # fmt: skip
+    )
 
     schedule_segment_rolls(app, state, SHIFTS.name, settings.erasure_deadline_s)
 
@@ -60,7 +64,9 @@ def create_triggers_app(settings: Settings, rules: Sequence[Rule]) -> faust.App:
                 triggers = evaluate(rules, shift, fired)
                 for trigger in triggers:
                     value = json.dumps(trigger, separators=(",", ":")).encode()
-                    sent.append(await app.producer.send(TRIGGERS.name, key, value, partition=None, timestamp=None, headers=None))
+                    sent.append(
+                        await app.producer.send(TRIGGERS.name, key, value, partition=None, timestamp=None, headers=None)
+                    )
                     stats["fired"][trigger["rule"]] += 1
                 if triggers:
                     rows.set(state, event, key, json.dumps(fired, separators=(",", ":")).encode())

@@ -54,16 +54,20 @@ class BatchGuard:
             try:
                 await work()
                 return True
-            except Exception as error:  # noqa: BLE001 - any failure of the batch as a whole
+            except Exception as error:
                 reset()
                 if attempt == self.attempts:
                     log.critical(
                         "A batch failed %d time(s) (%s); stopping the worker so that its offsets are not "
                         "committed without its outputs. It is read again on restart.",
-                        attempt, type(error).__name__, exc_info=error,
-                    )  # fmt: skip
+                        attempt,
+                        type(error).__name__,
+                        exc_info=error,
+                    )
                     self.stop(EXIT_CODE)
                     return False
-                log.error("A batch failed (%s, attempt %d of %d); retrying", type(error).__name__, attempt, self.attempts)
+                log.error(
+                    "A batch failed (%s, attempt %d of %d); retrying", type(error).__name__, attempt, self.attempts
+                )
                 await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
         return False

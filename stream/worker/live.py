@@ -1,13 +1,19 @@
 """The live view of a worker's shifts: the latest ones, and a feed for each subscriber.
 
+Each shift is kept with the time the worker published it, so a page that loads later
+shows when each one happened, not when the page saw it.
+
 >>> import asyncio
+>>> from topics.records import InterestShift
+>>> def shift(i: str) -> InterestShift:
+...     return InterestShift(i, "u", "e" + i, 0, "v", [], [], 0.5, 1.0, None, [], 1)
 >>> async def demo():
 ...     feed = ShiftFeed(keep=2)
 ...     queue = feed.subscribe()
-...     feed.publish([{"shift_id": "a"}, {"shift_id": "b"}, {"shift_id": "c"}])
-...     return [s["shift_id"] for s in feed.recent(5)], queue.qsize()
+...     feed.publish([shift("a"), shift("b"), shift("c")], published=12.5)
+...     return [(p.shift.shift_id, p.published) for p in feed.recent(5)], queue.qsize()
 >>> asyncio.run(demo())
-(['c', 'b'], 3)
+([('c', 12.5), ('b', 12.5)], 3)
 """
 
 from __future__ import annotations
@@ -15,8 +21,23 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-Record = dict[str, object]
+import msgspec
+
+from topics.records import InterestShift
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """A shift and when the worker published it (epoch seconds, once Kafka had it)."""
+
+    shift: InterestShift
+    published: float
+
+    def to_json(self) -> dict[str, object]:
+        """The shift's fields and ``published_at`` (epoch milliseconds)."""
+        return {**msgspec.to_builtins(self.shift), "published_at": int(self.published * 1000)}
 
 
 class ShiftFeed:
@@ -27,26 +48,27 @@ class ShiftFeed:
     """
 
     def __init__(self, keep: int = 200, backlog: int = 1000):
-        self._recent: deque[Record] = deque(maxlen=keep)
-        self._subscribers: set[asyncio.Queue[Record]] = set()
+        self._recent: deque[Published] = deque(maxlen=keep)
+        self._subscribers: set[asyncio.Queue[Published]] = set()
         self.keep = keep
         self.backlog = backlog
 
-    def publish(self, shifts: Sequence[Record]) -> None:
-        self._recent.extend(shifts)
+    def publish(self, shifts: Sequence[InterestShift], published: float) -> None:
+        entries = [Published(shift, published) for shift in shifts]
+        self._recent.extend(entries)
         for queue in self._subscribers:
-            for shift in shifts:
+            for entry in entries:
                 if queue.full():
                     queue.get_nowait()
-                queue.put_nowait(shift)
+                queue.put_nowait(entry)
 
     def forget(self, user_id: str) -> None:
         """Drop a user's shifts from the recent ones (subscribers already have theirs)."""
-        kept = [shift for shift in self._recent if shift.get("user_id") != user_id]
+        kept = [entry for entry in self._recent if entry.shift.user_id != user_id]
         self._recent.clear()
         self._recent.extend(kept)
 
-    def recent(self, limit: int) -> list[Record]:
+    def recent(self, limit: int) -> list[Published]:
         """Newest first."""
         return list(reversed(self._recent))[: max(0, limit)]
 
@@ -54,10 +76,10 @@ class ShiftFeed:
     def subscribers(self) -> int:
         return len(self._subscribers)
 
-    def subscribe(self) -> asyncio.Queue[Record]:
-        queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=self.backlog)
+    def subscribe(self) -> asyncio.Queue[Published]:
+        queue: asyncio.Queue[Published] = asyncio.Queue(maxsize=self.backlog)
         self._subscribers.add(queue)
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[Record]) -> None:
+    def unsubscribe(self, queue: asyncio.Queue[Published]) -> None:
         self._subscribers.discard(queue)

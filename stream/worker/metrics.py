@@ -6,14 +6,14 @@ engine's cache and the consumer's lag are read when Prometheus scrapes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from model.online.engine import IncrementalEngine
+from topics.records import CategoryChange, InterestShift
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 
@@ -42,7 +42,9 @@ class WorkerMetrics:
         self.updates = counter("shiftwatch_updates_published_total", "Interest updates published")
         self.shifts = counter("shiftwatch_shifts_published_total", "Interest shifts published")
         self.expired = counter("shiftwatch_users_expired_total", "Inactive users evicted by the state TTL sweeper")
-        self.forgotten = counter("shiftwatch_users_forgotten_total", "Forget requests carried out (row, caches, update tombstone)")
+        self.forgotten = counter(
+            "shiftwatch_users_forgotten_total", "Forget requests carried out (row, caches, update tombstone)"
+        )
         self.flows = counter(
             "shiftwatch_shift_flows_total",
             "Shifts by their main from and to category; categories outside the checkpoint's most frequent "
@@ -51,39 +53,48 @@ class WorkerMetrics:
         )
         self.flow_categories = frozenset(flow_categories)
         self.event_to_publish = Histogram(
-            "shiftwatch_event_to_publish_seconds", "From an event's own timestamp to its update acknowledged by Kafka",
-            registry=registry, buckets=LATENCY_BUCKETS,
-        )  # fmt: skip
+            "shiftwatch_event_to_publish_seconds",
+            "From an event's own timestamp to its update acknowledged by Kafka",
+            registry=registry,
+            buckets=LATENCY_BUCKETS,
+        )
         self.ingest_to_publish = Histogram(
-            "shiftwatch_ingest_to_publish_seconds", "From an event's arrival in Kafka to its update acknowledged by Kafka",
-            registry=registry, buckets=LATENCY_BUCKETS,
-        )  # fmt: skip
+            "shiftwatch_ingest_to_publish_seconds",
+            "From an event's arrival in Kafka to its update acknowledged by Kafka",
+            registry=registry,
+            buckets=LATENCY_BUCKETS,
+        )
         self.model_step = Histogram(
-            "shiftwatch_model_step_seconds", "Engine step and shift detectors per micro-batch", registry=registry,
+            "shiftwatch_model_step_seconds",
+            "Engine step and shift detectors per micro-batch",
+            registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-        )  # fmt: skip
+        )
         self.batch_size = Histogram(
-            "shiftwatch_batch_events", "Admitted events per micro-batch", registry=registry,
+            "shiftwatch_batch_events",
+            "Admitted events per micro-batch",
+            registry=registry,
             buckets=(1, 4, 16, 64, 128, 256, 512, 1024, 2048),
-        )  # fmt: skip
+        )
         self.model = Info("shiftwatch_model", "The checkpoint served and its shift detector", registry=registry)
         self.model.info(dict(model_info))
         Gauge(
-            "shiftwatch_table_rows", "User rows in this worker's table store (counted at most every 30 s)", registry=registry
+            "shiftwatch_table_rows",
+            "User rows in this worker's table store (counted at most every 30 s)",
+            registry=registry,
         ).set_function(table_rows)
         registry.register(_EngineCollector(engine))
         registry.register(_LagCollector(lags))
 
-
-    def count_shift(self, shift: Mapping[str, Any]) -> None:
+    def count_shift(self, shift: InterestShift) -> None:
         """Count a published shift: in total and by its main from -> to categories."""
         self.shifts.inc()
-        self.flows.labels(self._bucket(shift["from_categories"]), self._bucket(shift["to_categories"])).inc()
+        self.flows.labels(self._bucket(shift.from_categories), self._bucket(shift.to_categories)).inc()
 
-    def _bucket(self, changes: list[dict[str, Any]]) -> str:
+    def _bucket(self, changes: Sequence[CategoryChange]) -> str:
         if not changes:
             return "none"
-        category = str(changes[0]["category_id"])
+        category = changes[0].category_id
         return category if category in self.flow_categories else "other"
 
 
@@ -101,7 +112,9 @@ class _EngineCollector(Collector):
             ("shiftwatch_model_swaps", "New model versions swapped in without a restart", stats.swaps),
         ):
             yield CounterMetricFamily(name, doc, value=value)
-        yield GaugeMetricFamily("shiftwatch_cache_bytes", "Bytes of cache slabs allocated", value=self.engine.cache_bytes)
+        yield GaugeMetricFamily(
+            "shiftwatch_cache_bytes", "Bytes of cache slabs allocated", value=self.engine.cache_bytes
+        )
         yield GaugeMetricFamily("shiftwatch_active_users", "Users in the engine cache", value=len(self.engine))
 
 

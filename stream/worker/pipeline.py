@@ -3,9 +3,8 @@
 :meth:`InterestPipeline.admit` runs once per message: it validates, deduplicates and
 orders the event into the user's :class:`~stream.worker.state.UserState`.
 :meth:`InterestPipeline.score` runs once per micro-batch: one batched engine step for all
-admitted events, then one interest update each: a dict with exactly the fields of
-:class:`~topics.records.InterestUpdate` (a plain dict, because a Faust record costs more
-than the model step per event).
+admitted events, then one :class:`~topics.records.InterestUpdate` each and the
+:class:`~topics.records.InterestShift` records their users' detectors raise.
 """
 
 from __future__ import annotations
@@ -20,21 +19,24 @@ import numpy as np
 
 from model.data.events import StoredEvent
 from model.net.checkpoint import Checkpoint
-from model.online.detector import Shift, ShiftDetector
+from model.online.detector import CategoryMove, Shift, ShiftDetector
 from model.online.distribution import Distribution
 from model.online.scorer import InterestScorer, UserWindow
-from stream.worker.privacy import Pseudonymiser
 from stream.settings import Settings
-from stream.worker.state import UserState
+from stream.worker.privacy import Pseudonymiser
+from stream.worker.state import ShiftBrief, UserState
 from stream.worker.validation import Rejection, printable, validate
-from topics.records import ClickEvent, DeadLetter
+from topics.records import (
+    CategoryChange,
+    CategoryProbability,
+    ClickEvent,
+    DeadLetter,
+    InterestShift,
+    InterestUpdate,
+    ShiftEvidence,
+)
 from topics.specs import EVENTS
 
-
-Update = dict[str, object]
-"""An interest update: the fields of :class:`topics.records.InterestUpdate`."""
-ShiftRecord = dict[str, object]
-"""An interest shift: the fields of :class:`topics.records.InterestShift`."""
 SHIFT_NAMESPACE = uuid.UUID("5b1f0c3e-8d3a-4c47-9a51-6f0e2f7d9c10")
 
 
@@ -50,16 +52,16 @@ def shift_id(user_id: str, event_id: str) -> str:
 SHIFTS_KEPT = 5  # shifts a user's row remembers, in brief
 
 
-def brief(shift: ShiftRecord) -> dict[str, object]:
+def brief(shift: InterestShift) -> ShiftBrief:
     """What a user's row keeps of a shift: enough to list and mark it, without the evidence."""
     return {
-        "shift_id": shift["shift_id"],
-        "event_id": shift["event_id"],
-        "ts": shift["ts"],
-        "sequence_length": shift["sequence_length"],
-        "from": [c["category_id"] for c in shift["from_categories"]],  # type: ignore[attr-defined]
-        "to": [c["category_id"] for c in shift["to_categories"]],  # type: ignore[attr-defined]
-        "confidence": shift["confidence"],
+        "shift_id": shift.shift_id,
+        "event_id": shift.event_id,
+        "ts": shift.ts,
+        "sequence_length": shift.sequence_length,
+        "from": [c.category_id for c in shift.from_categories],
+        "to": [c.category_id for c in shift.to_categories],
+        "confidence": shift.confidence,
     }
 
 
@@ -68,8 +70,8 @@ class Scored:
     """What one micro-batch publishes: an update per admitted event (``None`` where the
     distribution moved less than the publish threshold), and the shifts it raised."""
 
-    updates: list[Update | None]
-    shifts: list[ShiftRecord]
+    updates: list[InterestUpdate | None]
+    shifts: list[InterestShift]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +127,12 @@ class InterestPipeline:
         self.keep = checkpoint.config.receptive_field
         self.detector = detector or ShiftDetector()
         self.scorer = InterestScorer(
-            checkpoint, budget_bytes=settings.cache_mb * 2**20, top_k=settings.top_k,
-            recent_events=self.detector.settings.recent_events, top_m=self.detector.settings.top_m,
-        )  # fmt: skip
+            checkpoint,
+            budget_bytes=settings.cache_mb * 2**20,
+            top_k=settings.top_k,
+            recent_events=self.detector.settings.recent_events,
+            top_m=self.detector.settings.top_m,
+        )
         # only with a publish threshold: a copy of each recent user's last published distribution
         self._last_published: OrderedDict[str, np.ndarray] = OrderedDict()
         self.pseudonyms = Pseudonymiser(settings.pseudonym_key.encode())
@@ -167,16 +172,24 @@ class InterestPipeline:
         """The dead letter of an input message; under pseudonymisation it keeps no raw bytes and
         names the user (``event``, already pseudonymised) by pseudonym."""
         return DeadLetter.of(
-            rejection.reason, rejection.detail, EVENTS.name, partition, offset, raw,
-            None if event is None else event.user_id, None if event is None else event.event_id,
+            rejection.reason,
+            rejection.detail,
+            EVENTS.name,
+            partition,
+            offset,
+            raw,
+            None if event is None else event.user_id,
+            None if event is None else event.event_id,
             copy=not self.pseudonyms.enabled,
-        )  # fmt: skip
+        )
 
     def internal_error(self, raw: bytes, partition: int, offset: int, error: Exception) -> DeadLetter:
         """The dead letter of a message whose admission raised: a bug, kept apart from its batch.
         The exception's text may quote the input, so under pseudonymisation only its type is kept."""
         detail = type(error).__name__ if self.pseudonyms.enabled else f"{type(error).__name__}: {printable(str(error))}"
-        return DeadLetter.of("internal_error", detail, EVENTS.name, partition, offset, raw, copy=not self.pseudonyms.enabled)
+        return DeadLetter.of(
+            "internal_error", detail, EVENTS.name, partition, offset, raw, copy=not self.pseudonyms.enabled
+        )
 
     def check(self, raw: bytes, key: bytes | None, partition: int, offset: int, now_ms: int) -> ClickEvent | Refused:
         """Validate one message and its key; the event comes back pseudonymised when that is on."""
@@ -186,9 +199,13 @@ class InterestPipeline:
         event: ClickEvent = checked
         if self.pseudonyms.enabled:
             event = ClickEvent(
-                event_id=self.pseudonyms.event(event.event_id), user_id=self.pseudonyms.user(event.user_id),
-                item_id=event.item_id, category_id=event.category_id, event_type=event.event_type, ts=event.ts,
-            )  # fmt: skip
+                event_id=self.pseudonyms.event(event.event_id),
+                user_id=self.pseudonyms.user(event.user_id),
+                item_id=event.item_id,
+                category_id=event.category_id,
+                event_type=event.event_type,
+                ts=event.ts,
+            )
         if key != checked.user_id.encode():
             if self.pseudonyms.enabled:  # the key may be someone's raw id: not repeated
                 found = "no message key" if key is None else "a message key other than the event's user_id"
@@ -198,17 +215,23 @@ class InterestPipeline:
             return Refused(self.dead_letter(raw, wrong_key, partition, offset, event))
         return event
 
-    def accept(self, event: ClickEvent, raw: bytes, state: UserState, partition: int, offset: int) -> Admitted | Refused | Ignored:
+    def accept(
+        self, event: ClickEvent, raw: bytes, state: UserState, partition: int, offset: int
+    ) -> Admitted | Refused | Ignored:
         """Order a checked event into its user's ``state`` (in place); say what it does."""
         stored = StoredEvent(event.event_id, event.item_id, event.category_id, event.event_type, event.ts)
         outcome = state.accept(stored, self.keep, int(self.settings.lateness_s * 1000), (partition, offset))
         if outcome in ("duplicate", "redelivered"):
             return Ignored(event.user_id, event.event_id, outcome)
         if outcome == "late":
-            late = Rejection("late", f"ts {event.ts} is more than {self.settings.lateness_s:g} s before {state.last_ts}")
+            late = Rejection(
+                "late", f"ts {event.ts} is more than {self.settings.lateness_s:g} s before {state.last_ts}"
+            )
             return Refused(self.dead_letter(raw, late, partition, offset, event))
         if outcome == "conflicting_duplicate":
-            conflict = Rejection("conflicting_duplicate", "an event with this event_id and other content was accepted before")
+            conflict = Rejection(
+                "conflicting_duplicate", "an event with this event_id and other content was accepted before"
+            )
             return Refused(self.dead_letter(raw, conflict, partition, offset, event))
         window = UserWindow(event.user_id, tuple(state.events), state.first_position, state.before_ts)
         return Admitted(stored, window, reorder=outcome == "reordered", state=state)
@@ -236,7 +259,13 @@ class InterestPipeline:
             self.scorer.forget(segment[0].user_id)
         interest = self.scorer.score([a.window for a in segment])
         for row, admitted in enumerate(segment):
-            update = self._update(admitted, interest.model_version, interest.probs[row], float(interest.entropy[row]), interest.interest[row])
+            update = self._update(
+                admitted,
+                interest.model_version,
+                interest.probs[row],
+                float(interest.entropy[row]),
+                interest.interest[row],
+            )
             scored.updates.append(update)
             shift = self.detector.update(admitted.state.detector, interest.recent[row], admitted.event)
             if shift is not None:
@@ -247,7 +276,7 @@ class InterestPipeline:
 
     def _update(
         self, admitted: Admitted, model_version: str, probs: np.ndarray, entropy: float, distribution: Distribution
-    ) -> Update | None:
+    ) -> InterestUpdate | None:
         threshold = self.settings.publish_threshold
         previous = self._last_published.get(admitted.user_id)
         if threshold > 0 and previous is not None and 0.5 * np.abs(probs - previous).sum() <= threshold:
@@ -258,32 +287,32 @@ class InterestPipeline:
             while len(self._last_published) > self.settings.state_cache_users:
                 self._last_published.popitem(last=False)  # that user's next update is published
         top = sorted(distribution.items(), key=lambda kv: (-kv[1], kv[0]))[: self.settings.top_k]
-        return {
-            "user_id": admitted.user_id,
-            "event_id": admitted.event_id,
-            "ts": admitted.ts,
-            "model_version": model_version,
-            "top_categories": [{"category_id": c, "probability": round(p, 6)} for c, p in top],
-            "entropy": round(entropy, 6),
-            "sequence_length": admitted.position + 1,
-        }
+        return InterestUpdate(
+            user_id=admitted.user_id,
+            event_id=admitted.event_id,
+            ts=admitted.ts,
+            model_version=model_version,
+            top_categories=[CategoryProbability(c, round(p, 6)) for c, p in top],
+            entropy=round(entropy, 6),
+            sequence_length=admitted.position + 1,
+        )
 
     @staticmethod
-    def _shift(admitted: Admitted, model_version: str, shift: Shift) -> ShiftRecord:
-        def moves(changes: Sequence) -> list[dict[str, object]]:  # type: ignore[type-arg]
-            return [{"category_id": m.category_id, "before": round(m.before, 6), "after": round(m.after, 6)} for m in changes]
+    def _shift(admitted: Admitted, model_version: str, shift: Shift) -> InterestShift:
+        def moves(changes: Sequence[CategoryMove]) -> list[CategoryChange]:
+            return [CategoryChange(m.category_id, round(m.before, 6), round(m.after, 6)) for m in changes]
 
-        return {
-            "shift_id": shift_id(admitted.user_id, admitted.event_id),
-            "user_id": admitted.user_id,
-            "event_id": admitted.event_id,
-            "ts": admitted.ts,
-            "model_version": model_version,
-            "from_categories": moves(shift.from_categories),
-            "to_categories": moves(shift.to_categories),
-            "divergence": round(shift.divergence, 6),
-            "statistic": round(shift.statistic, 6),
-            "confidence": None if shift.confidence is None else round(shift.confidence, 6),
-            "evidence": [{**e.event._asdict(), "weight": round(e.weight, 6)} for e in shift.evidence],
-            "sequence_length": admitted.position + 1,
-        }
+        return InterestShift(
+            shift_id=shift_id(admitted.user_id, admitted.event_id),
+            user_id=admitted.user_id,
+            event_id=admitted.event_id,
+            ts=admitted.ts,
+            model_version=model_version,
+            from_categories=moves(shift.from_categories),
+            to_categories=moves(shift.to_categories),
+            divergence=round(shift.divergence, 6),
+            statistic=round(shift.statistic, 6),
+            confidence=None if shift.confidence is None else round(shift.confidence, 6),
+            evidence=[ShiftEvidence(*e.event, weight=round(e.weight, 6)) for e in shift.evidence],
+            sequence_length=admitted.position + 1,
+        )

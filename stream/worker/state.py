@@ -27,10 +27,24 @@ import bisect
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypedDict
 
-from model.online.detector import DetectorState
 from model.data.events import StoredEvent
+from model.online.detector import DetectorState
+
+ShiftBrief = TypedDict(
+    "ShiftBrief",
+    {
+        "shift_id": str,
+        "event_id": str,
+        "ts": int,
+        "sequence_length": int,
+        "from": list[str],
+        "to": list[str],
+        "confidence": float | None,
+    },
+)
+"""What a user's row keeps of each of their last few shifts (``/users/{id}/interests`` shows them)."""
 
 Outcome = Literal["appended", "reordered", "duplicate", "conflicting_duplicate", "redelivered", "late"]
 
@@ -46,7 +60,7 @@ class UserState:
     source_partition: int = -1  # all of a user's messages come from one input partition (keyed by user)
     source_offset: int = -1  # the last input offset applied to this row
     detector: DetectorState = field(default_factory=DetectorState)  # the shift detector's state for this user
-    shifts: list[dict[str, object]] = field(default_factory=list)  # the last few shifts, in brief
+    shifts: list[ShiftBrief] = field(default_factory=list)  # the last few shifts
 
     @classmethod
     def empty(cls) -> UserState:
@@ -62,7 +76,9 @@ class UserState:
         """Absolute position of ``events[0]``."""
         return self.length - len(self.events)
 
-    def accept(self, event: StoredEvent, keep: int, lateness_ms: int = 0, source: tuple[int, int] = (-1, -1)) -> Outcome:
+    def accept(
+        self, event: StoredEvent, keep: int, lateness_ms: int = 0, source: tuple[int, int] = (-1, -1)
+    ) -> Outcome:
         """Add ``event``, read from input ``source`` (partition, offset), unless it is a message
         this row has already seen (``redelivered``, as after a crash between publishing and
         committing), an event id among the kept events (``duplicate``, as a producer's retry
@@ -112,8 +128,15 @@ class UserState:
 
 
 _PLAIN_FIELDS = (  # serialised as they are
-    "length", "before_ts", "duplicates", "late", "reordered", "source_partition", "source_offset", "shifts",
-)  # fmt: skip
+    "length",
+    "before_ts",
+    "duplicates",
+    "late",
+    "reordered",
+    "source_partition",
+    "source_offset",
+    "shifts",
+)
 
 
 class StateCache:

@@ -48,6 +48,7 @@ class ActivityIndex:
         """``(partition, key)`` of the rows whose last event is more than ``ttl_ms`` before their
         partition's latest."""
         return [
-            (partition, key) for key, (partition, last_ts) in self._last.items()
+            (partition, key)
+            for key, (partition, last_ts) in self._last.items()
             if partition in self.stream_time and last_ts < self.stream_time[partition] - ttl_ms
-        ]  # fmt: skip
+        ]

@@ -17,8 +17,9 @@ they hold together:
 - the bytes must be UTF-8 and the strings the event uses valid Unicode (no lone surrogate
   from a ``\\ud800`` escape); ids have at most ``max_string_length`` characters.
 
->>> validate(b'{"event_id": "e1", "user_id": "u1", "item_id": "i9", "category_id": "c3", "event_type": "pv", "ts": 1511658000}', now_ms=1_700_000_000_000)
-<ClickEvent: event_id='e1', user_id='u1', item_id='i9', category_id='c3', event_type='view', ts=1511658000000>
+>>> raw = b'{"event_id": "e1", "user_id": "u1", "item_id": "i9", "category_id": "c3", "event_type": "pv", "ts": 1511658000}'
+>>> validate(raw, now_ms=1_700_000_000_000)
+ClickEvent(event_id='e1', user_id='u1', item_id='i9', category_id='c3', event_type='view', ts=1511658000000)
 >>> validate(b"\\xff not json", now_ms=0).reason
 'not_json'
 >>> validate(b"[" * 6000 + b"]" * 6000, now_ms=0).reason
@@ -42,9 +43,20 @@ from model.data.events import canonical_event_type
 from topics.records import EARLIEST_MS, SECONDS_CUTOFF, ClickEvent
 
 Reason = Literal[
-    "not_json", "too_deep", "number_out_of_range", "invalid_unicode", "not_object", "missing_field", "wrong_type",
-    "oversized", "unknown_event_type", "bad_timestamp", "late", "wrong_key", "conflicting_duplicate",
-]  # fmt: skip
+    "not_json",
+    "too_deep",
+    "number_out_of_range",
+    "invalid_unicode",
+    "not_object",
+    "missing_field",
+    "wrong_type",
+    "oversized",
+    "unknown_event_type",
+    "bad_timestamp",
+    "late",
+    "wrong_key",
+    "conflicting_duplicate",
+]
 REASONS: tuple[str, ...] = get_args(Reason)
 ID_FIELDS = ("event_id", "user_id", "item_id", "category_id")
 FUTURE_TOLERANCE_MS = 24 * 3600 * 1000
@@ -187,7 +199,9 @@ def validate(raw: bytes, now_ms: int, max_string_length: int = 256, max_bytes: i
         return Rejection("unknown_event_type", f"unknown event_type {printable(data['event_type'], 40)!r}")
     ts = _timestamp_ms(data["ts"])
     if ts is None:
-        shown = printable(str(data["ts"]) if not isinstance(data["ts"], (list, dict)) else type(data["ts"]).__name__, 40)
+        shown = printable(
+            str(data["ts"]) if not isinstance(data["ts"], (list, dict)) else type(data["ts"]).__name__, 40
+        )
         return Rejection("bad_timestamp", f"ts {shown!r} is not epoch seconds/ms or ISO 8601 with a zone")
     if not EARLIEST_MS <= ts <= now_ms + FUTURE_TOLERANCE_MS:
         return Rejection("bad_timestamp", f"ts {ts} ms is before 2000 or more than a day in the future")

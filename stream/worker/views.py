@@ -35,13 +35,13 @@ import faust
 from aiohttp import web as aiohttp_web
 from prometheus_client import CollectorRegistry
 
-from model.net.checkpoint import Checkpoint
 from model.data.loaders import UserSequence
+from model.net.checkpoint import Checkpoint
 from model.online.scorer import interest_along
+from stream.settings import Settings
 from stream.worker.hotswap import Loaded
 from stream.worker.live import ShiftFeed
 from stream.worker.privacy import Pseudonymiser
-from stream.settings import Settings
 from stream.worker.state import UserState
 
 DASHBOARD = Path(__file__).with_name("dashboard.html")
@@ -53,8 +53,13 @@ NOT_FOUND = {"error": "no events for this user"}
 
 
 def add_views(
-    app: faust.App, users: Any, serving: Callable[[], Loaded], feed: ShiftFeed, registry: CollectorRegistry,
-    pseudonyms: Pseudonymiser, settings: Settings,
+    app: faust.App,
+    users: Any,
+    serving: Callable[[], Loaded],
+    feed: ShiftFeed,
+    registry: CollectorRegistry,
+    pseudonyms: Pseudonymiser,
+    settings: Settings,
 ) -> None:
     """``serving()``: the checkpoint and detector the worker serves now (they change on a hot-swap)."""
     guarded = token_guard(settings.api_token)
@@ -93,16 +98,18 @@ def add_views(
 
     @user_page("interests")
     async def user_interests(web: Any, user_id: str, state: UserState) -> Any:
-        return web.json({
-            "user_id": user_id,
-            "events": state.length,
-            "last_event_ts": state.last_ts,
-            "model_version": serving().info["model_version"],
-            "interests": ranked(state.detector.previous),
-            "profile": ranked(state.detector.long),
-            "last_shift": state.shifts[-1] if state.shifts else None,
-            "shifts": state.shifts,
-        })  # fmt: skip
+        return web.json(
+            {
+                "user_id": user_id,
+                "events": state.length,
+                "last_event_ts": state.last_ts,
+                "model_version": serving().info["model_version"],
+                "interests": ranked(state.detector.previous),
+                "profile": ranked(state.detector.long),
+                "last_shift": state.shifts[-1] if state.shifts else None,
+                "shifts": state.shifts,
+            }
+        )
 
     @user_page("timeline")
     async def user_timeline(web: Any, user_id: str, state: UserState) -> Any:
@@ -116,23 +123,25 @@ def add_views(
             limit = min(int(request.query.get("limit", 50)), feed.keep)
         except ValueError:
             return web.json({"error": "limit must be an integer"}, status=400)
-        return web.json({"shifts": feed.recent(limit)})
+        return web.json({"shifts": [entry.to_json() for entry in feed.recent(limit)]})
 
     @app.page("/shifts/stream")
     @guarded
     async def shifts_stream(web: Any, request: Any) -> Any:
         if feed.subscribers >= settings.sse_subscribers:
             return web.json({"error": f"{settings.sse_subscribers} clients follow the stream already"}, status=503)
-        response = aiohttp_web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        response = aiohttp_web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
         await response.prepare(request)
         queue = feed.subscribe()
         try:
             await response.write(b": connected\n\n")
             while True:
                 try:
-                    shift = await asyncio.wait_for(queue.get(), timeout=15)
-                    await response.write(f"data: {json.dumps(shift)}\n\n".encode())
-                except asyncio.TimeoutError:
+                    entry = await asyncio.wait_for(queue.get(), timeout=15)
+                    await response.write(f"data: {json.dumps(entry.to_json())}\n\n".encode())
+                except TimeoutError:
                     await response.write(b": keep-alive\n\n")
         except (ConnectionResetError, asyncio.CancelledError):
             pass
@@ -161,7 +170,9 @@ def token_guard(token: str) -> Callable[[Callable[..., Awaitable[Any]]], Callabl
         @functools.wraps(page)
         async def checked(web: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
             if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected):
-                return web.json({"error": "a bearer token is required"}, status=401, headers={"WWW-Authenticate": "Bearer"})
+                return web.json(
+                    {"error": "a bearer token is required"}, status=401, headers={"WWW-Authenticate": "Bearer"}
+                )
             return await page(web, request, *args, **kwargs)
 
         return checked
@@ -171,7 +182,8 @@ def token_guard(token: str) -> Callable[[Callable[..., Awaitable[Any]]], Callabl
 
 def ranked(distribution: dict[str, float]) -> list[dict[str, object]]:
     return [
-        {"category_id": c, "probability": round(p, 6)} for c, p in sorted(distribution.items(), key=lambda kv: (-kv[1], kv[0]))
+        {"category_id": c, "probability": round(p, 6)}
+        for c, p in sorted(distribution.items(), key=lambda kv: (-kv[1], kv[0]))
     ]
 
 
@@ -195,7 +207,10 @@ def timeline(checkpoint: Checkpoint, user_id: str, state: UserState) -> dict[str
     return {
         "user_id": user_id,
         "first_position": state.first_position,
-        "events": [{"event_id": e.event_id, "ts": e.ts, "category_id": e.category_id, "event_type": e.event_type} for e in events],
+        "events": [
+            {"event_id": e.event_id, "ts": e.ts, "category_id": e.category_id, "event_type": e.event_type}
+            for e in events
+        ],
         "categories": {c: [round(d.get(c, 0.0), 4) for d in distributions] for c in shown},
         "shifts": state.shifts,
     }
@@ -209,7 +224,9 @@ def snapshot(registry: CollectorRegistry) -> dict[str, object]:
     def total(name: str, **labels: str) -> float:
         return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
-    buckets = [(float(s.labels["le"]), s.value) for s in samples if s.name == "shiftwatch_ingest_to_publish_seconds_bucket"]
+    buckets = [
+        (float(s.labels["le"]), s.value) for s in samples if s.name == "shiftwatch_ingest_to_publish_seconds_bucket"
+    ]
 
     def quantile(q: float) -> float | None:
         count = buckets[-1][1] if buckets else 0.0

@@ -1,32 +1,34 @@
-"""The Faust app: input topic -> user table -> incremental engine -> interest updates and shifts.
+"""The stream worker: input topic -> user table -> incremental engine -> interest updates and shifts.
 
-Thin glue around :class:`stream.worker.pipeline.InterestPipeline`. The agent takes the input in
-micro-batches and, for each batch: admits every message into its user's state (in memory),
-scores the admitted events with one engine step and their users' shift detectors in a worker
-thread (so the event loop keeps heartbeating), publishes the updates, shifts and dead letters
-and waits until Kafka has them, then writes each changed user's table row (the detector's
-state included) and waits for its changelog message. Only then does Faust acknowledge the
-batch's offsets. So a committed offset never runs ahead of the changelog: after a crash,
-an event is either in the recovered row (its update and shift were published; its
-redelivery is recognised by offset) or it is redelivered and processed as new.
+:class:`Worker` is thin glue around :class:`stream.worker.pipeline.InterestPipeline`. Its
+agent takes the input in micro-batches and, for each batch: admits every message into its
+user's state (in memory), scores the admitted events with one engine step and their users'
+shift detectors in a worker thread (so the event loop keeps heartbeating), publishes the
+updates, shifts and dead letters and waits until Kafka has them, then writes each changed
+user's table row (the detector's state included) and waits for its changelog message. Only
+then does Faust acknowledge the batch's offsets. So a committed offset never runs ahead of
+the changelog: after a crash, an event is either in the recovered row (its update and shift
+were published; its redelivery is recognised by offset) or it is redelivered and processed
+as new.
 
 The same agent reads ``privacy.forget-requests`` (co-partitioned: keyed by user), so an
-erasure is ordered with the user's events. Between batches, a timer may swap in a new model
+erasure is ordered with the user's events. Between batches, timers may swap in a new model
 version (:mod:`stream.worker.hotswap`) or evict users past the state TTL. Under
 ``processing_guarantee="exactly_once"`` every output and row goes into the Kafka transaction
-of the input partition it came from (:func:`stream.runtime.durable.transactional_id`), and Faust
-commits those transactions only between batches.
+of the input partition it came from (:func:`stream.runtime.durable.transactional_id`), and
+Faust commits those transactions only between batches.
 
 Messages go straight to the producer, not through Faust's ``topic.send`` or table assignment:
 inside an agent ``topic.send`` attaches the message to the offset and publishes it at the
 next commit (seconds of latency), and rows are written by :func:`stream.runtime.durable.write_rows`
 (a table assignment's changelog message may still sit in Faust's buffer when the offsets
-are committed)."""
+are committed).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
+import functools
 import logging
 import shutil
 import time
@@ -36,162 +38,160 @@ from typing import Any
 import faust
 from faust.types import EventT
 
+from model.data.vocab import OOV_ID
 from model.net.checkpoint import load_checkpoint
 from model.online.detector import load_detector
-from model.data.vocab import OOV_ID
-from stream.worker.pipeline import Admitted, Ignored, InterestPipeline, Refused
-from stream.runtime.durable import current_event, delete_rows, schedule_segment_rolls, transactional_id, write_rows
 from stream.runtime.app import new_app
+from stream.runtime.durable import current_event, delete_rows, schedule_segment_rolls, transactional_id, write_rows
+from stream.settings import Settings
+from stream.worker.guard import BatchGuard
 from stream.worker.hotswap import CheckpointWatcher, Loaded
 from stream.worker.live import ShiftFeed
 from stream.worker.metrics import WorkerMetrics
-from stream.settings import Settings
-from stream.worker.guard import BatchGuard
+from stream.worker.pipeline import Admitted, Ignored, InterestPipeline, Refused
 from stream.worker.state import StateCache, UserState
 from stream.worker.ttl import ActivityIndex
 from stream.worker.views import add_views
-from topics.records import DeadLetter
+from topics.records import DeadLetter, InterestShift
 from topics.specs import EVENTS, FORGET, INVALID, PARTITIONS, SHIFTS, UPDATES, changelog_config
 
 log = logging.getLogger(__name__)
 
 FLOW_CATEGORIES = 20  # categories with their own label value in shiftwatch_shift_flows_total
+TABLE_COUNT_S = 30.0  # how often the table's rows are counted for shiftwatch_table_rows (a full key scan)
+
+Outcome = Admitted | Refused | Ignored
 
 
 def create_app(settings: Settings) -> faust.App:
-    checkpoint = load_checkpoint(settings.checkpoint)
-    detector = load_detector(settings.checkpoint, checkpoint.model_version)
-    pipeline = InterestPipeline(checkpoint, settings, detector)
-    if settings.processing_guarantee == "exactly_once":
-        # The local store may hold writes of transactions a crash aborted; rebuild it from the
-        # changelog, which a transactional reader sees without them.
-        shutil.rmtree(settings.data_dir, ignore_errors=True)
-    app, registry = new_app(
-        settings, settings.app_id, settings.data_dir,
-        stream_buffer_maxsize=max(4096, 2 * settings.batch_size), table_cleanup_interval=3600,
-        processing_guarantee=settings.processing_guarantee,
-    )  # fmt: skip
-    processed: dict[tuple[str, int], int] = {}  # the last input offset processed, by partition
+    """The worker's Faust app: what ``shiftwatch worker`` runs."""
+    return Worker(settings).app
 
-    def lags() -> dict[tuple[str, int], int]:
+
+class Worker:
+    """One worker process: its Faust app, user table, pipeline, metrics and live feed."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        checkpoint = load_checkpoint(settings.checkpoint)
+        detector = load_detector(settings.checkpoint, checkpoint.model_version)
+        if detector.calibration is None:
+            log.warning(
+                "Serving an uncalibrated shift detector from %s: every shift has confidence null and "
+                "confidence rules never fire. Run `shiftwatch detect-eval --checkpoint %s` to calibrate it.",
+                settings.checkpoint,
+                settings.checkpoint,
+            )
+        self.pipeline = InterestPipeline(checkpoint, settings, detector)
+        self.serving = Loaded(checkpoint, detector)  # what the views and shiftwatch_model_info describe
+        if settings.processing_guarantee == "exactly_once":
+            # The local store may hold writes of transactions a crash aborted; rebuild it from the
+            # changelog, which a transactional reader sees without them.
+            shutil.rmtree(settings.data_dir, ignore_errors=True)
+        self.app, registry = new_app(
+            settings,
+            settings.app_id,
+            settings.data_dir,
+            stream_buffer_maxsize=max(4096, 2 * settings.batch_size),
+            table_cleanup_interval=3600,
+            processing_guarantee=settings.processing_guarantee,
+        )
+        self.processed: dict[tuple[str, int], int] = {}  # the last input offset processed, by partition
+        self._rows_counted = (0, float("-inf"))  # (rows, when)
+        self.feed = ShiftFeed()
+        top_categories = checkpoint.tokenizer.categories.tokens[OOV_ID + 1 : OOV_ID + 1 + FLOW_CATEGORIES]
+        self.metrics = WorkerMetrics(
+            registry, self.pipeline.scorer.engine, self.serving.info, self.lags, self.table_rows, top_categories
+        )
+        # Raw bytes in: the pipeline parses and validates them, and dead-letters them verbatim.
+        # Forget requests share the agent (and its partitions: both keyed by user), so an erasure
+        # is ordered with the user's events and no batch in flight writes the row back.
+        self.input = self.app.topic(
+            EVENTS.name,
+            FORGET.name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=PARTITIONS,
+        )
+        self.users = self.app.Table(
+            "users",
+            partitions=PARTITIONS,
+            key_type=bytes,
+            value_type=bytes,
+            help="user state rows (JSON)",
+            extra_topic_configs=changelog_config(int(settings.erasure_deadline_s * 1000)),
+        )
+        # The table stays the truth; any rebalance may move users away and back, so the cache of
+        # deserialised rows is dropped on every one.
+        self.states = StateCache(settings.state_cache_users)
+        self.activity = ActivityIndex() if settings.state_ttl_s > 0 else None
+        self.watcher = CheckpointWatcher(settings.checkpoint, self.serving.info["model_version"])
+        # Under exactly-once a retry would put the batch's outputs twice into the open transaction;
+        # stopping at once lets the broker abort it.
+        self.guard = BatchGuard(attempts=1 if settings.processing_guarantee == "exactly_once" else 3)
+        self._register()
+        add_views(self.app, self.users, lambda: self.serving, self.feed, registry, self.pipeline.pseudonyms, settings)
+
+    def _register(self) -> None:
+        """The agent, timers and rebalance hook, on the app."""
+        app, settings = self.app, self.settings
+
+        @app.on_partitions_revoked.connect
+        async def forget_states(sender: Any, revoked: Any, **kwargs: Any) -> None:
+            self.states.clear()
+            if self.activity is not None:
+                self.activity.clear()
+
+        @app.agent(self.input)
+        async def interest(stream: faust.StreamT) -> None:
+            async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+                async with app.consumer.between_batches:  # no commit mid-batch (stream/runtime/recovery.py)
+                    await self.guard.run(functools.partial(self.handle, batch), reset=self._reset_after(batch))
+
+        if settings.checkpoint_poll_s > 0:
+            app.timer(interval=settings.checkpoint_poll_s, name="look_for_a_new_model")(self.look_for_a_new_model)
+        if self.activity is not None:
+            app.timer(interval=settings.state_sweep_s, name="expire_inactive_users")(self.expire_inactive_users)
+        schedule_segment_rolls(app, self.users, EVENTS.name, settings.erasure_deadline_s, UPDATES.name)
+
+    # -- what the metrics read --------------------------------------------------------
+
+    def lags(self) -> dict[tuple[str, int], int]:
         """Messages behind each assigned partition's end, once this worker has processed one of it."""
         out = {}
-        for tp in app.consumer.assignment():
-            last = processed.get((tp.topic, tp.partition))
-            end = app.consumer.highwater(tp) if last is not None else None
-            if end is not None:
+        for tp in self.app.consumer.assignment():
+            last = self.processed.get((tp.topic, tp.partition))
+            end = self.app.consumer.highwater(tp) if last is not None else None
+            if last is not None and end is not None:
                 out[(tp.topic, tp.partition)] = max(0, end - last - 1)
         return out
 
-    counted = {"rows": 0, "at": float("-inf")}
+    def table_rows(self) -> int:
+        """Rows in this worker's table store, counted at most every :data:`TABLE_COUNT_S`."""
+        rows, at = self._rows_counted
+        if time.monotonic() - at >= TABLE_COUNT_S:
+            self._rows_counted = rows, at = len(self.users.data), time.monotonic()
+        return rows
 
-    def table_rows() -> int:
-        """Rows in this worker's table store, counted at most every 30 s (a full key scan)."""
-        if time.monotonic() - counted["at"] >= 30:
-            counted["rows"], counted["at"] = len(users.data), time.monotonic()
-        return int(counted["rows"])
+    # -- a batch ----------------------------------------------------------------------
 
-    feed = ShiftFeed()
-    top_categories = checkpoint.tokenizer.categories.tokens[OOV_ID + 1 : OOV_ID + 1 + FLOW_CATEGORIES]  # most frequent first
-    serving = [Loaded(checkpoint, detector)]  # what the views and shiftwatch_model_info describe
-    metrics = WorkerMetrics(registry, pipeline.scorer.engine, serving[0].info, lags, table_rows, top_categories)
-    # Raw bytes in: the pipeline parses and validates them, and dead-letters them verbatim.
-    # Forget requests share the agent (and its partitions: both keyed by user), so an erasure
-    # is ordered with the user's events and no batch in flight writes the row back.
-    events_topic = app.topic(
-        EVENTS.name, FORGET.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-        partitions=PARTITIONS,
-    )  # fmt: skip
-    users = app.Table(
-        "users", partitions=PARTITIONS, key_type=bytes, value_type=bytes, help="user state rows (JSON)",
-        extra_topic_configs=changelog_config(int(settings.erasure_deadline_s * 1000)),
-    )  # fmt: skip
-    # The table stays the truth; any rebalance may move users away and back, so the cache of
-    # deserialised rows is dropped on every one.
-    states = StateCache(settings.state_cache_users)
+    async def handle(self, batch: Sequence[EventT]) -> None:
+        """A batch in the order it came, forget requests between the events around them."""
+        start = 0
+        for i, event in enumerate(batch):
+            if event.message.topic == FORGET.name:
+                if start < i:
+                    await self.process(batch[start:i])
+                await self.erase(event)
+                start = i + 1
+        if start < len(batch):
+            await self.process(batch[start:])
 
-    activity = ActivityIndex() if settings.state_ttl_s > 0 else None
-
-    @app.on_partitions_revoked.connect
-    async def forget_states(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        states.clear()
-        if activity is not None:
-            activity.clear()
-
-    def drop_from_memory(key: bytes) -> None:
-        """Forget what this process holds about a user whose row goes (forgotten, or expired)."""
-        states.drop(key)
-        if activity is not None:
-            activity.drop(key)
-        pipeline.forget(key.decode())
-
-    def load(event: EventT, key: bytes) -> UserState:
-        state = states.get(key)
-        if state is None:
-            with current_event(event):
-                row = users.get(key)
-            state = UserState.from_json(row) if row else UserState.empty()
-            states.put(key, state)
-        return state
-
-    async def send(topic: str, user_id: str | None, value: bytes | None, source_partition: int) -> Awaitable[Any]:
-        """Hand a message to the producer, keyed by user; returns its delivery future."""
-        key = user_id.encode() if user_id is not None else None
-        transaction = transactional_id(app, EVENTS.name, source_partition)
-        return await app.producer.send(topic, key, value, None, None, None, transactional_id=transaction)
-
-    watcher = CheckpointWatcher(settings.checkpoint, serving[0].info["model_version"])
-
-    if settings.checkpoint_poll_s > 0:
-
-        @app.timer(interval=settings.checkpoint_poll_s)
-        async def look_for_a_new_model() -> None:
-            loaded = await asyncio.get_running_loop().run_in_executor(None, watcher.poll)
-            if loaded is None:
-                return
-            async with app.consumer.between_batches:  # the swap waits for the batch in flight to end
-                pipeline.swap(loaded.checkpoint, loaded.detector)
-                serving[0] = loaded
-            metrics.model.info(loaded.info)
-
-    def scan_activity() -> dict[bytes, tuple[int, int]]:
-        """Every row of this worker's input partitions: (partition, last event time). Run in a thread."""
-        active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == EVENTS.name}
-        found = {}
-        for key, row in users.data.items():
-            state = UserState.from_json(row)
-            if state.source_partition in active and state.last_ts is not None:
-                found[key] = (state.source_partition, state.last_ts)
-        return found
-
-    schedule_segment_rolls(app, users, EVENTS.name, settings.erasure_deadline_s, UPDATES.name)
-
-    if activity is not None:
-
-        @app.timer(interval=settings.state_sweep_s)
-        async def expire_inactive_users() -> None:
-            async with app.consumer.between_batches:  # no batch is rewriting a row meanwhile
-                if not activity.scanned:
-                    activity.add_scanned(await asyncio.get_running_loop().run_in_executor(None, scan_activity))
-                expired = activity.expired(settings.state_ttl_s * 1000)
-                for _, key in expired:
-                    drop_from_memory(key)
-                await delete_rows(app, users, expired)
-            metrics.expired.inc(len(expired))
-
-    def admit_one(event: EventT, now_ms: int) -> tuple[tuple[bytes, UserState] | None, Admitted | Refused | Ignored]:
-        """One message's outcome, and its user's row (key and state) once it is valid."""
-        message = event.message
-        raw = message.value or b""
-        checked = pipeline.check(raw, message.key if isinstance(message.key, bytes) else None, message.partition, message.offset, now_ms)
-        if isinstance(checked, Refused):
-            return None, checked
-        key = checked.user_id.encode()  # the row key: the user id as stored (pseudonymised when that is on)
-        state = load(event, key)
-        return (key, state), pipeline.accept(checked, raw, state, message.partition, message.offset)
-
-    async def process(batch: Sequence[EventT]) -> None:
+    async def process(self, batch: Sequence[EventT]) -> None:
         now_ms = int(time.time() * 1000)
+        metrics = self.metrics
         admitted: list[Admitted] = []
         ingested: list[float] = []  # each admitted event's arrival in Kafka (record timestamp, seconds)
         letters: list[DeadLetter] = []
@@ -199,18 +199,23 @@ def create_app(settings: Settings) -> faust.App:
         for event in batch:  # no await in this loop: a rebalance may not clear the states mid-batch
             message = event.message
             try:
-                row, outcome = admit_one(event, now_ms)
+                row, outcome = self._admit(event, now_ms)
             except Exception as error:  # noqa: BLE001 - a bug on one message must not cost the batch
-                log.error("Admitting %s[%d]@%d raised %s", message.topic, message.partition, message.offset, type(error).__name__)
-                row, outcome = None, Refused(pipeline.internal_error(message.value or b"", message.partition, message.offset, error))
-            processed[(message.topic, message.partition)] = message.offset
+                log.error(
+                    "Admitting %s[%d]@%d raised %s",
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    type(error).__name__,
+                )
+                letter = self.pipeline.internal_error(message.value or b"", message.partition, message.offset, error)
+                row, outcome = None, Refused(letter)
+            self.processed[(message.topic, message.partition)] = message.offset
             if isinstance(outcome, Refused):
                 reason = outcome.dead_letter.reason
                 letters.append(outcome.dead_letter)
                 metrics.events.labels("late" if reason == "late" else "invalid").inc()
                 metrics.dead_letters.labels(reason).inc()
-                if row is None:
-                    continue
             elif isinstance(outcome, Ignored):
                 metrics.events.labels(outcome.why).inc()
             else:
@@ -219,94 +224,144 @@ def create_app(settings: Settings) -> faust.App:
                 ingested.append(message.timestamp)
             if row is not None:
                 changed[row[0]] = (event, row[1])
-        deliveries = [await send(INVALID.name, letter.user_id, letter.dumps(), letter.source_partition) for letter in letters]
-        source = {a.user_id: a.state.source_partition for a in admitted}
-        shifts: list[dict[str, object]] = []
+        deliveries = [
+            await self.send(INVALID.name, letter.user_id, letter.dumps(), letter.source_partition) for letter in letters
+        ]
+        shifts: list[InterestShift] = []
         if admitted:
+            source = {a.user_id: a.state.source_partition for a in admitted}
             started = time.perf_counter()
-            scored = await asyncio.get_running_loop().run_in_executor(None, pipeline.score, admitted)
+            scored = await asyncio.get_running_loop().run_in_executor(None, self.pipeline.score, admitted)
             metrics.model_step.observe(time.perf_counter() - started)
             metrics.batch_size.observe(len(admitted))
             for update in scored.updates:
                 if update is not None:
-                    deliveries.append(await send(UPDATES.name, str(update["user_id"]), dump(update), source[update["user_id"]]))
+                    deliveries.append(
+                        await self.send(UPDATES.name, update.user_id, update.dumps(), source[update.user_id])
+                    )
                     metrics.updates.inc()
             shifts = scored.shifts
             for shift in shifts:
-                deliveries.append(await send(SHIFTS.name, str(shift["user_id"]), dump(shift), source[shift["user_id"]]))
+                deliveries.append(await self.send(SHIFTS.name, shift.user_id, shift.dumps(), source[shift.user_id]))
                 metrics.count_shift(shift)
         await asyncio.gather(*deliveries)
-        feed.publish(shifts)  # to the live view, once Kafka has them
         published = time.time()
+        self.feed.publish(shifts, published)  # to the live view, once Kafka has them
         for a, arrived in zip(admitted, ingested):
             metrics.event_to_publish.observe(max(0.0, published - a.ts / 1000))
             metrics.ingest_to_publish.observe(max(0.0, published - arrived))
-        await write_rows(app, users, [(event, key, state.to_json()) for key, (event, state) in changed.items()])
-        if activity is not None:
+        await write_rows(
+            self.app, self.users, [(event, key, state.to_json()) for key, (event, state) in changed.items()]
+        )
+        if self.activity is not None:
             for key, (event, state) in changed.items():
                 if state.last_ts is not None:
-                    activity.touch(key, event.message.partition, state.last_ts)
+                    self.activity.touch(key, event.message.partition, state.last_ts)
 
-    async def erase(event: EventT) -> None:
+    def _admit(self, event: EventT, now_ms: int) -> tuple[tuple[bytes, UserState] | None, Outcome]:
+        """One message's outcome, and its user's row (key and state) once it is valid."""
+        message = event.message
+        raw = message.value or b""
+        key = message.key if isinstance(message.key, bytes) else None
+        checked = self.pipeline.check(raw, key, message.partition, message.offset, now_ms)
+        if isinstance(checked, Refused):
+            return None, checked
+        row_key = checked.user_id.encode()  # the user id as stored (pseudonymised when that is on)
+        state = self._load(event, row_key)
+        return (row_key, state), self.pipeline.accept(checked, raw, state, message.partition, message.offset)
+
+    def _load(self, event: EventT, key: bytes) -> UserState:
+        state = self.states.get(key)
+        if state is None:
+            with current_event(event):
+                row = self.users.get(key)
+            state = UserState.from_json(row) if row else UserState.empty()
+            self.states.put(key, state)
+        return state
+
+    async def send(self, topic: str, user_id: str | None, value: bytes | None, source_partition: int) -> Awaitable[Any]:
+        """Hand a message to the producer, keyed by user; returns its delivery future."""
+        key = user_id.encode() if user_id is not None else None
+        transaction = transactional_id(self.app, EVENTS.name, source_partition)
+        return await self.app.producer.send(topic, key, value, None, None, None, transactional_id=transaction)
+
+    def _reset_after(self, batch: Sequence[EventT]) -> Callable[[], None]:
+        """What a failed attempt leaves in memory goes; the rows it did not write are as they were."""
+
+        def reset() -> None:
+            self.states.clear()
+            for event in batch:
+                if isinstance(event.message.key, bytes):
+                    self.pipeline.forget(self.pipeline.row_key(event.message.key).decode(errors="replace"))
+
+        return reset
+
+    # -- erasure, expiry, hot swap ----------------------------------------------------
+
+    async def erase(self, event: EventT) -> None:
         """A forget request: the user's row, cached state and engine cache go, and tombstones
         replace their last update on the compacted ``interest.updates`` and mark the end of
         their shifts on ``interest.shifts`` (downstream services drop their state on it)."""
         message = event.message
-        key = pipeline.forget_key(message.key if isinstance(message.key, bytes) else None)
+        key = self.pipeline.forget_key(message.key if isinstance(message.key, bytes) else None)
         if key is None:
             letter = DeadLetter.of(
-                "forget_without_key", "forget requests must be keyed by the user id (UTF-8, at most max_string_length)",
-                FORGET.name, message.partition, message.offset, message.value or b"", copy=not pipeline.pseudonyms.enabled,
-            )  # fmt: skip
-            metrics.dead_letters.labels(letter.reason).inc()
-            await (await send(INVALID.name, None, letter.dumps(), message.partition))
+                "forget_without_key",
+                "forget requests must be keyed by the user id (UTF-8, at most max_string_length)",
+                FORGET.name,
+                message.partition,
+                message.offset,
+                message.value or b"",
+                copy=not self.pipeline.pseudonyms.enabled,
+            )
+            self.metrics.dead_letters.labels(letter.reason).inc()
+            await (await self.send(INVALID.name, None, letter.dumps(), message.partition))
             return
         user = key.decode()
-        drop_from_memory(key)
-        feed.forget(user)
+        self._drop_from_memory(key)
+        self.feed.forget(user)
         await asyncio.gather(
-            await send(UPDATES.name, user, None, message.partition), await send(SHIFTS.name, user, None, message.partition)
+            await self.send(UPDATES.name, user, None, message.partition),
+            await self.send(SHIFTS.name, user, None, message.partition),
         )
-        await write_rows(app, users, [(event, key, None)])
-        processed[(message.topic, message.partition)] = message.offset
-        metrics.forgotten.inc()
+        await write_rows(self.app, self.users, [(event, key, None)])
+        self.processed[(message.topic, message.partition)] = message.offset
+        self.metrics.forgotten.inc()
 
-    async def handle(batch: Sequence[EventT]) -> None:
-        """A batch in the order it came, forget requests between the events around them."""
-        start = 0
-        for i, event in enumerate(batch):
-            if event.message.topic == FORGET.name:
-                if start < i:
-                    await process(batch[start:i])
-                await erase(event)
-                start = i + 1
-        if start < len(batch):
-            await process(batch[start:])
+    def _drop_from_memory(self, key: bytes) -> None:
+        """Forget what this process holds about a user whose row goes (forgotten, or expired)."""
+        self.states.drop(key)
+        if self.activity is not None:
+            self.activity.drop(key)
+        self.pipeline.forget(key.decode())
 
-    def drop_attempt(batch: Sequence[EventT]) -> Callable[[], None]:
-        """What a failed attempt leaves in memory goes; the rows it did not write are as they were."""
+    async def expire_inactive_users(self) -> None:
+        """Delete the rows of users whose last event is older than the state TTL."""
+        assert self.activity is not None
+        async with self.app.consumer.between_batches:  # no batch is rewriting a row meanwhile
+            if not self.activity.scanned:
+                self.activity.add_scanned(await asyncio.get_running_loop().run_in_executor(None, self._scan_activity))
+            expired = self.activity.expired(self.settings.state_ttl_s * 1000)
+            for _, key in expired:
+                self._drop_from_memory(key)
+            await delete_rows(self.app, self.users, expired)
+        self.metrics.expired.inc(len(expired))
 
-        def reset() -> None:
-            states.clear()
-            for event in batch:
-                if isinstance(event.message.key, bytes):
-                    pipeline.forget(pipeline.row_key(event.message.key).decode(errors="replace"))
+    def _scan_activity(self) -> dict[bytes, tuple[int, int]]:
+        """Every row of this worker's input partitions: (partition, last event time). Run in a thread."""
+        active = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == EVENTS.name}
+        found = {}
+        for key, row in self.users.data.items():
+            state = UserState.from_json(row)
+            if state.source_partition in active and state.last_ts is not None:
+                found[key] = (state.source_partition, state.last_ts)
+        return found
 
-        return reset
-
-    # Under exactly-once a retry would put the batch's outputs twice into the open transaction;
-    # stopping at once lets the broker abort it.
-    guard = BatchGuard(attempts=1 if settings.processing_guarantee == "exactly_once" else 3)
-
-    @app.agent(events_topic)
-    async def interest(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            async with app.consumer.between_batches:  # no commit mid-batch (stream/runtime/recovery.py)
-                await guard.run(lambda: handle(batch), reset=drop_attempt(batch))
-
-    add_views(app, users, lambda: serving[0], feed, registry, pipeline.pseudonyms, settings)
-    return app
-
-
-def dump(record: dict[str, object]) -> bytes:
-    return json.dumps(record, separators=(",", ":")).encode()
+    async def look_for_a_new_model(self) -> None:
+        loaded = await asyncio.get_running_loop().run_in_executor(None, self.watcher.poll)
+        if loaded is None:
+            return
+        async with self.app.consumer.between_batches:  # the swap waits for the batch in flight to end
+            self.pipeline.swap(loaded.checkpoint, loaded.detector)
+            self.serving = loaded
+        self.metrics.model.info(loaded.info)

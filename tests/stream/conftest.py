@@ -16,10 +16,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from model.net.checkpoint import save_checkpoint
 from model.online.detector import ShiftDetector, save_detector
-from stream.ops.broker import EmbeddedBroker
 from stream.ops.admin import create_topics, wait_until_ready
-from stream.settings import Settings
+from stream.ops.broker import EmbeddedBroker
 from stream.ops.process import WorkerProcess
+from stream.settings import Settings
 from tests.stream.helpers import SMALL_MODEL_DETECTOR, offline_shifts, raw_messages, small_checkpoint, taobao_users
 from topics.schema import validator
 from topics.specs import ALL_TOPICS, EVENTS, OUTPUT_TOPICS, UPDATES
@@ -99,7 +99,11 @@ def worker_factory(kafka_bootstrap: str, fresh_topics: str, stream_checkpoint, t
         # a killed worker's partitions move on after 10 s, not 30
         settings = {"checkpoint": stream_checkpoint[1], "data_dir": data_dir, "session_timeout_s": 10, **settings}
         worker = WorkerProcess(
-            data_dir.with_suffix(".log"), loglevel="info", kafka_bootstrap=kafka_bootstrap, app_id=fresh_topics, **settings
+            data_dir.with_suffix(".log"),
+            loglevel="info",
+            kafka_bootstrap=kafka_bootstrap,
+            app_id=fresh_topics,
+            **settings,
         )
         workers.append(worker)
         return worker
@@ -139,9 +143,14 @@ def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes
 
 
 async def _consume(
-    bootstrap: str, topic: str, count: int, timeout: float, worker: WorkerProcess | None, until: Callable[[list], bool] | None,
+    bootstrap: str,
+    topic: str,
+    count: int,
+    timeout: float,
+    worker: WorkerProcess | None,
+    until: Callable[[list], bool] | None,
     isolation_level: str,
-) -> list:  # fmt: skip
+) -> list:
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None, isolation_level=isolation_level
     )
@@ -223,7 +232,9 @@ async def _committed(bootstrap: str, group: str) -> dict[int, int]:
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)
-        return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == EVENTS.name and meta.offset >= 0}
+        return {
+            tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == EVENTS.name and meta.offset >= 0
+        }
     finally:
         await admin.close()
 
@@ -231,7 +242,11 @@ async def _committed(bootstrap: str, group: str) -> dict[int, int]:
 def outputs_past_the_commit(bootstrap: str, group: str) -> int:
     """Updates on Kafka (committed to it or not) of input events at or past their partition's
     committed offset: the outputs of a batch whose offsets were not committed."""
-    where = {json.loads(r.value)["event_id"]: (r.partition, r.offset) for r in read_all(bootstrap, EVENTS.name) if _is_event(r.value)}
+    where = {
+        json.loads(r.value)["event_id"]: (r.partition, r.offset)
+        for r in read_all(bootstrap, EVENTS.name)
+        if _is_event(r.value)
+    }
     committed = asyncio.run(_committed(bootstrap, group))
     past = 0
     for record in read_all(bootstrap, UPDATES.name):

@@ -5,25 +5,25 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 
+import msgspec
 import numpy as np
 import torch
 from aiokafka.partitioner import DefaultPartitioner
 
+from model.data.loaders import EventLog, UserSequence, load_event_log
+from model.data.splits import SplitSpec
+from model.data.vocab import Tokenizer, TokenSequence
 from model.net.checkpoint import Checkpoint
 from model.net.config import ModelConfig
-from model.data.loaders import EventLog, UserSequence, load_event_log
+from model.net.transformer import InterestTransformer, TokenBatch
 from model.online.detector import DetectorSettings, ShiftDetector
 from model.shift_eval.benchmark import dominant, splice
-from model.data.splits import SplitSpec
-from model.net.transformer import InterestTransformer, TokenBatch
-from model.data.vocab import TokenSequence, Tokenizer
-from stream.worker.pipeline import Admitted, InterestPipeline, Refused
 from stream.ops.replay import messages
 from stream.settings import Settings
+from stream.worker.pipeline import Admitted, InterestPipeline, Refused
 from stream.worker.state import UserState
 from tests.conftest import TAOBAO_SAMPLE
 from topics.specs import PARTITIONS
-
 
 NOW_MS = 1_800_000_000_000
 SMALL_MODEL_DETECTOR = DetectorSettings(drift=0.05)
@@ -41,9 +41,16 @@ def small_checkpoint(log: EventLog, vocabulary_users: int = 200, seed: int = 0) 
     vocabulary_log = load_event_log(TAOBAO_SAMPLE).first_users(vocabulary_users)
     tokenizer = Tokenizer.build(vocabulary_log.users, item_min_count=2)
     config = ModelConfig(
-        n_items=len(tokenizer.items), n_categories=len(tokenizer.categories),
-        d_model=16, n_layers=2, n_heads=2, d_ff=32, window=6, copy_window=8, dropout=0.0,
-    )  # fmt: skip
+        n_items=len(tokenizer.items),
+        n_categories=len(tokenizer.categories),
+        d_model=16,
+        n_layers=2,
+        n_heads=2,
+        d_ff=32,
+        window=6,
+        copy_window=8,
+        dropout=0.0,
+    )
     torch.manual_seed(seed)
     model = InterestTransformer(config).eval()
     with torch.no_grad():
@@ -156,10 +163,14 @@ def spliced_history(log: EventLog, part: int = 20) -> Spliced:
 
 
 def run_pipeline(
-    pipeline: InterestPipeline, stream: list[tuple[bytes, bytes]], batch_size: int,
-    states: dict[bytes, UserState] | None = None, first_offset: int = 0,
-) -> tuple[list, list, dict, list]:  # fmt: skip
-    """Admit and score ``stream`` in batches: (updates, dead letters, states, shifts)."""
+    pipeline: InterestPipeline,
+    stream: list[tuple[bytes, bytes]],
+    batch_size: int,
+    states: dict[bytes, UserState] | None = None,
+    first_offset: int = 0,
+) -> tuple[list, list, dict, list]:
+    """Admit and score ``stream`` in batches: (updates, dead letters, states, shifts), the
+    updates and shifts as the JSON objects Kafka would carry."""
     states = {} if states is None else states
     updates, refused, shifts = [], [], []
     pending: list[Admitted] = []
@@ -172,11 +183,12 @@ def run_pipeline(
             pending.append(outcome)
         if len(pending) == batch_size:
             scored = pipeline.score(pending)
-            updates += scored.updates
-            shifts += scored.shifts
+            updates += [None if u is None else msgspec.to_builtins(u) for u in scored.updates]
+            shifts += [msgspec.to_builtins(s) for s in scored.shifts]
             pending = []
     scored = pipeline.score(pending)
-    return updates + scored.updates, refused, states, shifts + scored.shifts
+    updates += [None if u is None else msgspec.to_builtins(u) for u in scored.updates]
+    return updates, refused, states, shifts + [msgspec.to_builtins(s) for s in scored.shifts]
 
 
 def offline_shifts(checkpoint, messages: list[tuple[bytes, bytes]]) -> dict[str, dict]:
@@ -188,7 +200,8 @@ def offline_shifts(checkpoint, messages: list[tuple[bytes, bytes]]) -> dict[str,
 def same_shift(a: dict, b: dict, tolerance: float = 1e-5) -> bool:
     names = lambda changes: [c["category_id"] for c in changes]  # noqa: E731
     return (
-        (a["shift_id"], a["user_id"], a["event_id"], a["sequence_length"]) == (b["shift_id"], b["user_id"], b["event_id"], b["sequence_length"])
+        (a["shift_id"], a["user_id"], a["event_id"], a["sequence_length"])
+        == (b["shift_id"], b["user_id"], b["event_id"], b["sequence_length"])
         and names(a["from_categories"]) == names(b["from_categories"])
         and names(a["to_categories"]) == names(b["to_categories"])
         and abs(a["divergence"] - b["divergence"]) <= tolerance

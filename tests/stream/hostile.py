@@ -21,7 +21,19 @@ from topics.records import DEAD_LETTER_COPY_BYTES
 FIELDS = ("event_id", "user_id", "item_id", "category_id", "event_type", "ts")
 MAX_EVENT_BYTES = 16_384  # the default of SHIFTWATCH_MAX_EVENT_BYTES
 USERS = [f"fuzz-user-{u}" for u in range(50)]
-LITERALS = [b"true", b"false", b"null", b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-0", b"0.0", b"1E400", b"-1e-400"]
+LITERALS = [
+    b"true",
+    b"false",
+    b"null",
+    b"NaN",
+    b"Infinity",
+    b"-Infinity",
+    b"1e999",
+    b"-0",
+    b"0.0",
+    b"1E400",
+    b"-1e-400",
+]
 
 
 def _digits(n: int) -> bytes:
@@ -37,10 +49,24 @@ numbers = st.one_of(
     st.sampled_from(LITERALS),
 )
 bad_text = st.one_of(
-    st.sampled_from([b'"\\ud800"', b'"\\udfff x"', b'"a\\ud83d"', b'"\\u0000"', b'"\xc3\x28"', b'"\xed\xa0\x80"',
-                     b'"\xf0\x28\x8c\xbc"', b'"\xc0\xaf"', b'"\xff"', b'"\\x41"', b'"\\u12"', b'"unterminated']),
+    st.sampled_from(
+        [
+            b'"\\ud800"',
+            b'"\\udfff x"',
+            b'"a\\ud83d"',
+            b'"\\u0000"',
+            b'"\xc3\x28"',
+            b'"\xed\xa0\x80"',
+            b'"\xf0\x28\x8c\xbc"',
+            b'"\xc0\xaf"',
+            b'"\xff"',
+            b'"\\x41"',
+            b'"\\u12"',
+            b'"unterminated',
+        ]
+    ),
     st.binary(min_size=1, max_size=12).map(lambda b: b'"' + b.replace(b'"', b"") + b'"'),
-)  # fmt: skip
+)
 json_text = st.text(max_size=20).map(lambda s: json.dumps(s).encode())
 scalars = st.one_of(numbers, json_text, bad_text, st.sampled_from(LITERALS))
 
@@ -52,11 +78,15 @@ def _nest(depth: int, kind: str, core: bytes) -> bytes:
 
 nested = st.builds(
     _nest,
-    st.one_of(st.integers(MAX_DEPTH - 2, MAX_DEPTH + 2), st.integers(0, 30), st.integers(900, 1100), st.integers(5000, 8000)),
+    st.one_of(
+        st.integers(MAX_DEPTH - 2, MAX_DEPTH + 2), st.integers(0, 30), st.integers(900, 1100), st.integers(5000, 8000)
+    ),
     st.sampled_from(["array", "object"]),
     scalars,
 )
-unbalanced = st.builds(lambda n, c: c * n, st.integers(1, 20_000), st.sampled_from([b"[", b"{", b"]", b'{"a":[', b"[{"]))
+unbalanced = st.builds(
+    lambda n, c: c * n, st.integers(1, 20_000), st.sampled_from([b"[", b"{", b"]", b'{"a":[', b"[{"])
+)
 
 
 def _event(fields: dict[str, bytes], pad: int) -> bytes:
@@ -74,11 +104,22 @@ field_values = st.one_of(
 timestamps = st.one_of(
     st.integers(1_500_000_000, 1_800_000_000).map(lambda s: str(s).encode()),
     st.integers(1_500_000_000_000, 1_800_000_000_000).map(lambda s: str(s).encode()),
-    st.sampled_from([b'"2017-11-25T10:00:00+08:00"', b'"2017-11-25T10:00:00"', b'"0001-01-01T00:00:00+23:59"',
-                     b'"9999-12-31T23:59:59-23:59"', b'"yesterday"', b"1e308", b"-1e308", b"99999999999999999999",
-                     b"1511658000.5", b'"' + b"2" * 70 + b'"']),
+    st.sampled_from(
+        [
+            b'"2017-11-25T10:00:00+08:00"',
+            b'"2017-11-25T10:00:00"',
+            b'"0001-01-01T00:00:00+23:59"',
+            b'"9999-12-31T23:59:59-23:59"',
+            b'"yesterday"',
+            b"1e308",
+            b"-1e308",
+            b"99999999999999999999",
+            b"1511658000.5",
+            b'"' + b"2" * 70 + b'"',
+        ]
+    ),
     numbers,
-)  # fmt: skip
+)
 event_shaped = st.builds(
     _event,
     st.fixed_dictionaries(
@@ -86,13 +127,25 @@ event_shaped = st.builds(
         optional={name: (timestamps if name == "ts" else field_values) for name in FIELDS}
         | {"extra": st.one_of(scalars, nested)},
     ),
-    st.one_of(st.just(0), st.integers(MAX_EVENT_BYTES - 300, MAX_EVENT_BYTES + 300), st.integers(0, DEAD_LETTER_COPY_BYTES + 500)),
+    st.one_of(
+        st.just(0),
+        st.integers(MAX_EVENT_BYTES - 300, MAX_EVENT_BYTES + 300),
+        st.integers(0, DEAD_LETTER_COPY_BYTES + 500),
+    ),
 )
 
 
 def _valid(user: str, item: int, category: str, behaviour: str, seconds: int) -> bytes:
-    return json.dumps({"event_id": f"{user}-{item}-{seconds}", "user_id": user, "item_id": item, "category_id": category,
-                       "event_type": behaviour, "ts": seconds * 1000}).encode()  # fmt: skip
+    return json.dumps(
+        {
+            "event_id": f"{user}-{item}-{seconds}",
+            "user_id": user,
+            "item_id": item,
+            "category_id": category,
+            "event_type": behaviour,
+            "ts": seconds * 1000,
+        }
+    ).encode()
 
 
 valid = st.builds(
@@ -103,6 +156,8 @@ valid = st.builds(
     st.sampled_from(["view", "pv", "cart", "fav", "buy"]),
     st.integers(1_511_500_000, 1_512_300_000),
 )
+
+
 def _sized(seed: bytes, size: int) -> bytes:
     return (seed * (size // len(seed) + 1))[:size]
 

@@ -12,12 +12,20 @@ DOC = ROOT / "docs" / "configuration.md"
 
 def test_every_setting_reads_its_environment_variable() -> None:
     environ = {
-        "KAFKA_BOOTSTRAP": "a:1,b:2", "SHIFTWATCH_BATCH_SIZE": "7", "SHIFTWATCH_LATENESS_S": "1.5",
-        "SHIFTWATCH_CHECKPOINT": "/x/y", "SHIFTWATCH_STORE": "memory://",
-    }  # fmt: skip
+        "KAFKA_BOOTSTRAP": "a:1,b:2",
+        "SHIFTWATCH_BATCH_SIZE": "7",
+        "SHIFTWATCH_LATENESS_S": "1.5",
+        "SHIFTWATCH_CHECKPOINT": "/x/y",
+        "SHIFTWATCH_STORE": "memory://",
+    }
     settings = Settings.from_env(environ)
     assert settings.kafka_url == "kafka://a:1;kafka://b:2"
-    assert (settings.batch_size, settings.lateness_s, settings.checkpoint, settings.store) == (7, 1.5, Path("/x/y"), "memory://")
+    assert (settings.batch_size, settings.lateness_s, settings.checkpoint, settings.store) == (
+        7,
+        1.5,
+        Path("/x/y"),
+        "memory://",
+    )
     assert Settings.from_env({}) == Settings()
     assert len(set(ENVIRONMENT.values())) == len(ENVIRONMENT)
 

@@ -1,11 +1,9 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from stream.ops.broker import KAFKA_VERSION, POM
 from tests.conftest import ROOT
-
 
 
 def test_one_kafka_version_everywhere() -> None:

@@ -2,14 +2,17 @@ from __future__ import annotations
 
 import pytest
 
-from model.data.loaders import EventLog, DirtyReport, UserSequence
+from model.data.loaders import DirtyReport, EventLog, UserSequence
 from model.data.splits import TEST, TRAIN, VALIDATION, SplitSpec, before_test, parse_time
 from model.data.vocab import OOV_ID, Tokenizer, Vocabulary
 
 
 def user(n: int, timestamps: list[int] | None) -> UserSequence:
     return UserSequence(
-        "u", tuple(f"i{k}" for k in range(n)), tuple(f"c{k % 3}" for k in range(n)), ("view",) * n,
+        "u",
+        tuple(f"i{k}" for k in range(n)),
+        tuple(f"c{k % 3}" for k in range(n)),
+        ("view",) * n,
         None if timestamps is None else tuple(timestamps),
     )
 

@@ -21,7 +21,9 @@ def with_event_changed(batch: TokenBatch, position: int, seed: int = 1) -> Token
     changed = {}
     for name, high in (("items", 40), ("categories", 12), ("behaviors", 7), ("gaps", 24)):
         values = getattr(batch, name).clone()
-        values[:, position] = (values[:, position] + torch.randint(1, high - 2, (1,), generator=generator) - 2) % (high - 2) + 2
+        values[:, position] = (values[:, position] + torch.randint(1, high - 2, (1,), generator=generator) - 2) % (
+            high - 2
+        ) + 2
         changed[name] = values
     return dataclasses.replace(batch, **changed)
 
@@ -107,7 +109,10 @@ def test_the_mixture_at_chosen_outputs_is_the_mixture_there(small_model, small_c
     with torch.no_grad():
         encoding = small_model.encode(random_batch(small_config, 3, 9))
         gate = small_model.copy_gate_probs(encoding.hidden)
-        everywhere = gate * small_model.generator_log_probs(encoding.hidden).exp(), (1 - gate) * small_model.copy_attention(encoding)
+        everywhere = (
+            gate * small_model.generator_log_probs(encoding.hidden).exp(),
+            (1 - gate) * small_model.copy_attention(encoding),
+        )
         rows, columns = torch.tensor([0, 0, 2, 1]), torch.tensor([8, 0, 4, 8])
         generated, copy_weights = small_model.category_mixture_at(encoding, rows, columns)
     assert torch.allclose(generated, everywhere[0][rows, columns], atol=1e-6)

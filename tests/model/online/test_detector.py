@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
 import pytest
 
-from model.online.calibration import IsotonicCalibration
+from model.data.events import StoredEvent
 from model.net.checkpoint import META_FILE
+from model.online.calibration import IsotonicCalibration
 from model.online.detector import (
-    DETECTOR_FILE, DetectorMismatch, DetectorSettings, DetectorState, ShiftDetector, load_detector, save_detector, tuned_for,
+    DETECTOR_FILE,
+    DetectorMismatch,
+    DetectorSettings,
+    DetectorState,
+    ShiftDetector,
+    load_detector,
+    save_detector,
+    tuned_for,
 )
 from model.online.distribution import Distribution
-from model.data.events import StoredEvent
 
 SETTINGS = DetectorSettings(min_events=5, cooldown=5)
 
@@ -64,7 +72,10 @@ def test_no_alarm_on_a_stationary_stream() -> None:
 
 def test_two_shifts_far_apart_are_both_found() -> None:
     shifts = feed(ShiftDetector(SETTINGS), ["a"] * 30 + ["b"] * 30 + ["c"] * 30)
-    assert [(s.from_categories[0].category_id, s.to_categories[0].category_id) for s in shifts] == [("a", "b"), ("b", "c")]
+    assert [(s.from_categories[0].category_id, s.to_categories[0].category_id) for s in shifts] == [
+        ("a", "b"),
+        ("b", "c"),
+    ]
 
 
 def test_cooldown_holds_back_the_next_alarm() -> None:
@@ -99,7 +110,9 @@ def test_state_round_trips_through_json_mid_stream() -> None:
     restored = []
     for i, category in enumerate(categories):
         state = DetectorState.from_row(json.loads(json.dumps(state.to_row())))
-        shift = detector.update(state, {category: 0.8, "x": 0.05, "y": 0.05}, StoredEvent(f"e{i}", f"item{i}", category, "view", 1000 * i))
+        shift = detector.update(
+            state, {category: 0.8, "x": 0.05, "y": 0.05}, StoredEvent(f"e{i}", f"item{i}", category, "view", 1000 * i)
+        )
         restored += [shift] if shift else []
     assert restored == whole
     assert len(state.recent) == SETTINGS.evidence_events
@@ -112,7 +125,7 @@ def test_calibration_is_monotone_and_used_for_confidence(tmp_path) -> None:
     calibration = IsotonicCalibration.fit(scores.tolist(), labels.tolist())
     grid = np.linspace(-0.5, 1.5, 201)
     values = [calibration(x) for x in grid]
-    assert all(b >= a for a, b in zip(values, values[1:]))
+    assert all(b >= a for a, b in itertools.pairwise(values))
     assert 0.0 < values[0] < 0.2 and 0.8 < values[-1] < 1.0
     detector = ShiftDetector(SETTINGS, calibration)
     save_detector(detector, tmp_path, {"fitted_on": "a test"})
@@ -137,8 +150,10 @@ def test_settings_are_checked() -> None:
 def test_a_detector_file_is_refused_by_a_model_it_was_not_tuned_for(tmp_path) -> None:
     (tmp_path / META_FILE).write_text(json.dumps({"model_version": "model-a"}))
     save_detector(ShiftDetector(SETTINGS), tmp_path, {"fitted_on": "a test"})
-    assert {p.name for p in tmp_path.iterdir()} == {META_FILE, DETECTOR_FILE}, "written atomically: no partial file left"
+    assert {p.name for p in tmp_path.iterdir()} == {META_FILE, DETECTOR_FILE}, (
+        "written atomically: no partial file left"
+    )
     assert tuned_for(tmp_path) == "model-a"
     assert load_detector(tmp_path, "model-a").settings == SETTINGS
-    with pytest.raises(DetectorMismatch, match="tuned for model version model-a, not for model-b.*detect-eval"):
+    with pytest.raises(DetectorMismatch, match=r"tuned for model version model-a, not for model-b.*detect-eval"):
         load_detector(tmp_path, "model-b")

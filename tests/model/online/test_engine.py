@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from model.net.config import ModelConfig
-from model.online.engine import EventTokens, IncrementalEngine, InMemoryHistory, UserEvent, bytes_per_user
-from model.net.transformer import InterestTransformer, TokenBatch
 from model.data.vocab import OOV_ID, PAD_ID, TokenSequence
+from model.net.config import ModelConfig
+from model.net.transformer import InterestTransformer, TokenBatch
+from model.online.engine import EventTokens, IncrementalEngine, InMemoryHistory, UserEvent, bytes_per_user
 
 WINDOW = 6
 TOLERANCE = 1e-5
@@ -16,7 +16,15 @@ TOLERANCE = 1e-5
 @pytest.fixture
 def config() -> ModelConfig:
     return ModelConfig(
-        n_items=50, n_categories=12, d_model=16, n_layers=2, n_heads=2, d_ff=32, window=WINDOW, copy_window=9, dropout=0.0
+        n_items=50,
+        n_categories=12,
+        d_model=16,
+        n_layers=2,
+        n_heads=2,
+        d_ff=32,
+        window=WINDOW,
+        copy_window=9,
+        dropout=0.0,
     )
 
 
@@ -60,7 +68,9 @@ def full_forward(model: InterestTransformer, sequence: TokenSequence) -> tuple[n
 
 def event(sequences: dict[str, TokenSequence], user: str, position: int) -> UserEvent:
     s = sequences[user]
-    tokens = EventTokens(int(s.items[position]), int(s.categories[position]), int(s.behaviors[position]), int(s.gaps[position]))
+    tokens = EventTokens(
+        int(s.items[position]), int(s.categories[position]), int(s.behaviors[position]), int(s.gaps[position])
+    )
     return UserEvent(user, position, tokens)
 
 
@@ -70,7 +80,7 @@ def random_schedule(sequences: dict[str, TokenSequence], seed: int, max_batch: i
     A batch may hold several events of one user.
     """
     rng = np.random.default_rng(seed)
-    remaining = {user: 0 for user in sequences}
+    remaining = dict.fromkeys(sequences, 0)
     stream = []
     while remaining:
         user = str(rng.choice(sorted(remaining)))
@@ -253,4 +263,3 @@ def test_slabs_grow_with_users_up_to_the_budget(config) -> None:
     assert small < engine.cache_bytes <= 100 * per_user
     engine.step([UserEvent("one-more", 0, EventTokens(2, 2, 2, 0))])
     assert len(engine) == 100 and engine.stats.evictions == 1 and "u0" not in engine
-

@@ -8,11 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from model.shift_eval.detectors import AlwaysFire, DistributionDetector, MarkovSurprisal, SurprisalDetector, TrackInputs
-from model.shift_eval.scoring import match, score_alarms
-from model.net.checkpoint import save_checkpoint
 from model.data.loaders import UserSequence, load_event_log
-from model.shift_eval.harness import GRIDS, DETECTORS, EvalSettings, detect_eval
+from model.net.checkpoint import save_checkpoint
 from model.online.detector import DetectorSettings
 from model.shift_eval.benchmark import (
     Track,
@@ -24,6 +21,9 @@ from model.shift_eval.benchmark import (
     user_split,
     users_of,
 )
+from model.shift_eval.detectors import AlwaysFire, DistributionDetector, MarkovSurprisal, SurprisalDetector, TrackInputs
+from model.shift_eval.harness import DETECTORS, GRIDS, EvalSettings, detect_eval
+from model.shift_eval.scoring import match, score_alarms
 from stream.cli.main import main
 from tests.conftest import TAOBAO_SAMPLE
 from tests.stream.helpers import small_checkpoint
@@ -39,7 +39,13 @@ def saved_checkpoint(tmp_path_factory: pytest.TempPathFactory):
 
 def user(name: str, categories: str, start: int = 1_500_000_000) -> UserSequence:
     n = len(categories)
-    return UserSequence(name, tuple(f"i{k}" for k in range(n)), tuple(categories), ("view",) * n, tuple(start + 60 * k for k in range(n)))
+    return UserSequence(
+        name,
+        tuple(f"i{k}" for k in range(n)),
+        tuple(categories),
+        ("view",) * n,
+        tuple(start + 60 * k for k in range(n)),
+    )
 
 
 def test_splice_joins_a_prefix_to_a_suffix_and_keeps_the_gaps() -> None:
@@ -113,7 +119,7 @@ def test_detect_eval_end_to_end_on_real_histories(tmp_path, saved_checkpoint) ->
     result, detector = detect_eval(checkpoint, log, EvalSettings(spliced=15, grids=grids, workers=2))
     for benchmark in ("spliced", "natural"):
         assert set(result[benchmark]) == set(DETECTORS)
-        for name, row in result[benchmark].items():
+        for row in result[benchmark].values():
             assert {"precision", "recall", "f1", "median_delay", "false_alarms_per_1k"} <= set(row)
             assert 0.0 <= row["precision"] <= 1.0 and 0.0 <= row["recall"] <= 1.0
         assert result[benchmark]["always_fire"]["recall"] == 1.0
@@ -126,11 +132,30 @@ def test_detect_eval_end_to_end_on_real_histories(tmp_path, saved_checkpoint) ->
     out = tmp_path / "detect.json"
     report = tmp_path / "report" / "detect.md"
     code = main(
-        ["detect-eval", "--checkpoint", str(directory), "--data", str(TAOBAO_SAMPLE), "--users", "60",
-         "--spliced", "8", "--workers", "1", "--json", str(out), "--report", str(report)]
-    )  # fmt: skip
+        [
+            "detect-eval",
+            "--checkpoint",
+            str(directory),
+            "--data",
+            str(TAOBAO_SAMPLE),
+            "--users",
+            "60",
+            "--spliced",
+            "8",
+            "--workers",
+            "1",
+            "--json",
+            str(out),
+            "--report",
+            str(report),
+        ]
+    )
     assert code == 0
     written = json.loads(out.read_text())
     assert set(written["spliced"]) == set(DETECTORS) and set(written["natural"]) == set(DETECTORS)
-    assert report.exists() and (report.parent / "detect_timeline.png").exists() and (report.parent / "detect_pr.png").exists()
+    assert (
+        report.exists()
+        and (report.parent / "detect_timeline.png").exists()
+        and (report.parent / "detect_pr.png").exists()
+    )
     assert (directory / "detector.json").exists()

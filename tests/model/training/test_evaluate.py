@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import torch
 
+from model.data.loaders import DirtyReport, EventLog, UserSequence
+from model.data.splits import TEST, SplitSpec
+from model.data.vocab import Tokenizer
 from model.net.checkpoint import Checkpoint
 from model.net.config import ModelConfig
-from model.data.loaders import DirtyReport, EventLog, UserSequence
-from model.training.evaluate import Protocol, evaluate_transformer
-from model.data.splits import TEST, SplitSpec
 from model.net.transformer import InterestTransformer
-from model.data.vocab import Tokenizer
+from model.training.evaluate import Protocol, evaluate_transformer
 
 
 def test_a_category_unseen_in_training_can_still_be_predicted_by_copying() -> None:
@@ -20,8 +20,14 @@ def test_a_category_unseen_in_training_can_still_be_predicted_by_copying() -> No
     tokenizer = Tokenizer.build([user.head(4)], item_min_count=1)
     assert "new" not in tokenizer.categories
     config = ModelConfig(
-        n_items=len(tokenizer.items), n_categories=len(tokenizer.categories), d_model=8, n_heads=2, d_ff=16,
-        window=4, copy_window=4, dropout=0.0,
+        n_items=len(tokenizer.items),
+        n_categories=len(tokenizer.categories),
+        d_model=8,
+        n_heads=2,
+        d_ff=16,
+        window=4,
+        copy_window=4,
+        dropout=0.0,
     )
     torch.manual_seed(0)
     model = InterestTransformer(config).eval()

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from model.net.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.data.loaders import EventLog, load_event_log
-from model.training.evaluate import evaluate
 from model.data.splits import SplitSpec, parse_time
+from model.net.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from model.training.evaluate import evaluate
 from model.training.train import TrainConfig, train
 from tests.conftest import TAOBAO_SAMPLE
 
@@ -25,7 +25,9 @@ def small_log() -> EventLog:
 
 @pytest.fixture(scope="module")
 def split(small_log: EventLog) -> SplitSpec:
-    return SplitSpec.for_log(small_log, parse_time("2017-12-01T00:00:00+08:00"), parse_time("2017-12-02T00:00:00+08:00"))
+    return SplitSpec.for_log(
+        small_log, parse_time("2017-12-01T00:00:00+08:00"), parse_time("2017-12-02T00:00:00+08:00")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +55,10 @@ def test_checkpoint_round_trip(tmp_path, small_log, trained) -> None:
     assert loaded.model_version == version == trained.checkpoint.model_version
     assert loaded.split == trained.checkpoint.split
     assert loaded.tokenizer.categories.tokens == trained.checkpoint.tokenizer.categories.tokens
-    assert evaluate(loaded, small_log, n_resamples=50)["models"] == evaluate(
-        trained.checkpoint, small_log, n_resamples=50
-    )["models"]
+    assert (
+        evaluate(loaded, small_log, n_resamples=50)["models"]
+        == evaluate(trained.checkpoint, small_log, n_resamples=50)["models"]
+    )
 
 
 def test_corrupt_checkpoints_give_clear_errors(tmp_path, trained) -> None:
@@ -87,7 +90,7 @@ def test_corrupt_checkpoints_give_clear_errors(tmp_path, trained) -> None:
     with pytest.raises(CheckpointError, match="corrupt metadata"):
         load_checkpoint(directory)
 
-    with pytest.raises(CheckpointError, match="not a checkpoint .checkpoint.json is missing"):
+    with pytest.raises(CheckpointError, match=r"not a checkpoint .checkpoint.json is missing"):
         load_checkpoint(tmp_path / "nowhere")
 
 

@@ -75,7 +75,9 @@ def test_a_topic_never_created_is_reported_missing_after_the_timeout(kafka_boots
         try:
             await admin.create_topics([NewTopic(present, 1, 1)])
             started = time.monotonic()
-            return await unknown_topics_after(consumer._client, {present, "never-created"}, timeout_s=1), time.monotonic() - started
+            return await unknown_topics_after(
+                consumer._client, {present, "never-created"}, timeout_s=1
+            ), time.monotonic() - started
         finally:
             await consumer.stop()
             await admin.close()

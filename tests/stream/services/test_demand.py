@@ -12,8 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.cli.main import main
-from stream.services.demand_counts import CategoryMove, Demand, category_moves, top_movers
 from stream.ops.process import WorkerProcess
+from stream.services.demand_counts import CategoryMove, Demand, category_moves, top_movers
 from tests.stream.conftest import consume, produce
 from tests.stream.helpers import key_per_partition, raw_messages
 from topics.client import decode
@@ -28,19 +28,32 @@ SHIFT_TOLERANCE = 1e-5  # per probability in a shift: the worker's batches and t
 
 def shift(shift_id: str, ts: int, out: dict[str, tuple[float, float]], into: dict[str, tuple[float, float]]) -> dict:
     changes = lambda moved: [{"category_id": c, "before": b, "after": a} for c, (b, a) in moved.items()]  # noqa: E731
-    return {"shift_id": shift_id, "user_id": "u1", "ts": ts, "model_version": "v1", "from_categories": changes(out), "to_categories": changes(into)}
+    return {
+        "shift_id": shift_id,
+        "user_id": "u1",
+        "ts": ts,
+        "model_version": "v1",
+        "from_categories": changes(out),
+        "to_categories": changes(into),
+    }
 
 
 def test_a_shift_moves_mass_out_of_its_from_categories_into_its_to_categories() -> None:
     moves = category_moves(shift("s1", 5, {"a": (0.5, 0.25), "b": (0.25, 0.0)}, {"c": (0.0, 0.75)}))
-    assert [(m.category_id, m.direction, m.mass) for m in moves] == [("a", "out", 0.25), ("b", "out", 0.25), ("c", "in", 0.75)]
+    assert [(m.category_id, m.direction, m.mass) for m in moves] == [
+        ("a", "out", 0.25),
+        ("b", "out", 0.25),
+        ("c", "in", 0.75),
+    ]
     assert {m.shift_id for m in moves} == {"s1"} and {m.ts for m in moves} == {5}
     assert CategoryMove.loads(moves[0].dumps()) == moves[0]
 
 
 def test_demand_sums_users_and_mass_in_and_out() -> None:
     demand = Demand()
-    for move in category_moves(shift("s1", 0, {}, {"a": (0.0, 0.5)})) + category_moves(shift("s2", 0, {"a": (0.75, 0.5)}, {})):
+    for move in category_moves(shift("s1", 0, {}, {"a": (0.0, 0.5)})) + category_moves(
+        shift("s2", 0, {"a": (0.75, 0.5)}, {})
+    ):
         demand = demand.add(move)
     assert demand == Demand(users_in=1, users_out=1, mass_gained=0.5, mass_lost=0.25)
     assert demand.as_dict() == {"users_in": 1, "users_out": 1, "mass_gained": 0.5, "mass_lost": 0.25, "net_mass": 0.25}
@@ -48,7 +61,12 @@ def test_demand_sums_users_and_mass_in_and_out() -> None:
 
 
 def test_top_movers_rank_by_net_mass_and_leave_out_the_unmoved() -> None:
-    demand = {"a": Demand(1, 0, 0.5, 0.0), "b": Demand(2, 0, 0.5, 0.0), "c": Demand(0, 1, 0.0, 0.75), "d": Demand(1, 1, 0.25, 0.25)}
+    demand = {
+        "a": Demand(1, 0, 0.5, 0.0),
+        "b": Demand(2, 0, 0.5, 0.0),
+        "c": Demand(0, 1, 0.0, 0.75),
+        "d": Demand(1, 1, 0.25, 0.25),
+    }
     rising, falling = top_movers(demand, 5)
     assert [c for c, _ in rising] == ["a", "b"] and [c for c, _ in falling] == ["c"]
     assert top_movers(demand, 1)[0] == [("a", demand["a"])]
@@ -77,9 +95,17 @@ def expected_windows(shifts: Iterable[dict]) -> dict[str, dict]:
                     for start in window_starts(s["ts"], size, step):
                         window = windows.setdefault(
                             f"{kind}:{change['category_id']}:{start}",
-                            {"category_id": change["category_id"], "window": kind, "window_start": start,
-                             "window_end": start + size * 1000, "users_in": 0, "users_out": 0, "mass_gained": 0.0, "mass_lost": 0.0},
-                        )  # fmt: skip
+                            {
+                                "category_id": change["category_id"],
+                                "window": kind,
+                                "window_start": start,
+                                "window_end": start + size * 1000,
+                                "users_in": 0,
+                                "users_out": 0,
+                                "mass_gained": 0.0,
+                                "mass_lost": 0.0,
+                            },
+                        )
                         if direction == "in":
                             window["users_in"] += 1
                             window["mass_gained"] += change["after"] - change["before"]
@@ -111,7 +137,9 @@ def wait_for(service: WorkerProcess, check, timeout: float = 120.0) -> dict:
 
 @pytest.mark.kafka
 @pytest.mark.parametrize("crash", [False, True], ids=["steady", "killed-and-restarted"])
-def test_demand_windows_from_a_replayed_history_match_the_shifts(crash, kafka_bootstrap, worker_factory, stream_log, stream_shifts) -> None:
+def test_demand_windows_from_a_replayed_history_match_the_shifts(
+    crash, kafka_bootstrap, worker_factory, stream_log, stream_shifts
+) -> None:
     """With ``crash``, the service is killed (SIGKILL) halfway and a new one, on an empty
     store, recovers from the changelogs: the windows must come out the same (a window may be
     published again, under its id and with the same counts)."""
@@ -120,7 +148,12 @@ def test_demand_windows_from_a_replayed_history_match_the_shifts(crash, kafka_bo
     wanted = expected_windows(shifts)
     assert len({w["window"] for w in wanted.values()}) == 2 and len(wanted) > 100
 
-    settings = {"demand_tumbling_s": TUMBLING_S, "demand_hopping_s": HOPPING_S, "demand_hop_s": HOP_S, "demand_grace_s": GRACE_S}
+    settings = {
+        "demand_tumbling_s": TUMBLING_S,
+        "demand_hopping_s": HOPPING_S,
+        "demand_hop_s": HOP_S,
+        "demand_grace_s": GRACE_S,
+    }
     worker = worker_factory(batch_size="64").start()
     service = worker_factory(command=("demand",), batch_size="16", **settings).start()
     produce(kafka_bootstrap, EVENTS.name, raw_messages(stream_log))
@@ -153,13 +186,26 @@ def test_demand_windows_from_a_replayed_history_match_the_shifts(crash, kafka_bo
     first = consume(kafka_bootstrap, SHIFTS.name, 1)[0]
     later = max(s["ts"] for s in shifts) + HOPPING_S * 1000 + GRACE_S * 1000
     flushes = [
-        (user, json.dumps({**shifts[0], "shift_id": f"flush-{user.decode()}", "user_id": user.decode(), "ts": later,
-                           "from_categories": [], "to_categories": [{"category_id": "flush", "before": 0.0, "after": 0.1}]}).encode())
+        (
+            user,
+            json.dumps(
+                {
+                    **shifts[0],
+                    "shift_id": f"flush-{user.decode()}",
+                    "user_id": user.decode(),
+                    "ts": later,
+                    "from_categories": [],
+                    "to_categories": [{"category_id": "flush", "before": 0.0, "after": 0.1}],
+                }
+            ).encode(),
+        )
         for user in key_per_partition("flush").values()
-    ]  # fmt: skip
+    ]
     produce(kafka_bootstrap, SHIFTS.name, [(first.key, first.value), *flushes])
     distinct = lambda records: len({decode(DEMAND.name, r.value).demand_id for r in records})  # noqa: E731
-    records = consume(kafka_bootstrap, DEMAND.name, worker=service, until=lambda records: distinct(records) >= len(wanted))
+    records = consume(
+        kafka_bootstrap, DEMAND.name, worker=service, until=lambda records: distinct(records) >= len(wanted)
+    )
     stats = get_json(service, "/demand/stats")
     assert stats["counted"] == moves + len(flushes)
     copies = len(category_moves(json.loads(first.value)))
@@ -175,8 +221,11 @@ def test_demand_windows_from_a_replayed_history_match_the_shifts(crash, kafka_bo
         want = wanted[demand.demand_id]
         assert record.key.decode() == demand.category_id
         assert (demand.category_id, demand.window, demand.window_start, demand.window_end) == (
-            want["category_id"], want["window"], want["window_start"], want["window_end"]
-        )  # fmt: skip
+            want["category_id"],
+            want["window"],
+            want["window_start"],
+            want["window_end"],
+        )
         assert (demand.users_in, demand.users_out) == (want["users_in"], want["users_out"])
         assert demand.model_versions == [shifts[0]["model_version"]]
         tolerance = SHIFT_TOLERANCE * (demand.users_in + demand.users_out)
@@ -184,12 +233,15 @@ def test_demand_windows_from_a_replayed_history_match_the_shifts(crash, kafka_bo
         assert demand.mass_lost == pytest.approx(want["mass_lost"], abs=tolerance)
         assert demand.net_mass == pytest.approx(want["mass_gained"] - want["mass_lost"], abs=tolerance)
     if not crash:
-        assert stats["published"] == {kind: sum(w["window"] == kind for w in wanted.values()) for kind in ("tumbling", "hopping")}
+        assert stats["published"] == {
+            kind: sum(w["window"] == kind for w in wanted.values()) for kind in ("tumbling", "hopping")
+        }
         with urllib.request.urlopen(f"http://127.0.0.1:{service.web_port}/metrics", timeout=5) as response:
             samples = {
                 (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-                for family in text_string_to_metric_families(response.read().decode()) for sample in family.samples
-            }  # fmt: skip
+                for family in text_string_to_metric_families(response.read().decode())
+                for sample in family.samples
+            }
         assert samples[("shiftwatch_demand_moves_total", ())] == moves + len(flushes)
         for kind, count in stats["published"].items():
             assert samples[("shiftwatch_demand_published_total", (("window", kind),))] == count

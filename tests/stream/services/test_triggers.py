@@ -11,12 +11,12 @@ import pytest
 
 from stream.cli.main import main
 from stream.services.rules import HOUR_MS, RuleError, parse_rules, trigger_id
+from tests.conftest import ROOT
 from tests.stream.conftest import consume, produce
 from tests.stream.helpers import raw_messages
 from topics.client import DecodeError, OutputConsumer, decode
 from topics.records import InterestShift, MarketingTrigger
 from topics.specs import EVENTS, SHIFTS, TRIGGERS
-from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize(
@@ -71,7 +71,9 @@ def expected_triggers(shifts: list[dict], target: str, cooldown_hours: float) ->
 
 
 @pytest.mark.kafka
-def test_triggers_from_a_replayed_history_match_the_rules(kafka_bootstrap, worker_factory, stream_log, stream_shifts, tmp_path) -> None:
+def test_triggers_from_a_replayed_history_match_the_rules(
+    kafka_bootstrap, worker_factory, stream_log, stream_shifts, tmp_path
+) -> None:
     stream = raw_messages(stream_log)
     shifts = list(stream_shifts.values())
     target = Counter(s["to_categories"][0]["category_id"] for s in shifts).most_common(1)[0][0]
@@ -80,7 +82,7 @@ def test_triggers_from_a_replayed_history_match_the_rules(kafka_bootstrap, worke
         f'[[rule]]\nname = "any"\ncooldown_hours = 2\n\n[[rule]]\nname = "into-target"\nto_categories = ["{target}"]\ncooldown_hours = 0\n'
     )
     wanted = expected_triggers(shifts, target, cooldown_hours=2)
-    assert 0 < len(wanted) and {rule for rule, _ in wanted} == {"any", "into-target"}
+    assert len(wanted) > 0 and {rule for rule, _ in wanted} == {"any", "into-target"}
 
     worker = worker_factory(batch_size="64").start()
     service = worker_factory(command=("triggers", "--rules", str(rules))).start()

@@ -15,10 +15,10 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.conftest import ROOT
 from tests.stream.conftest import produce
 from tests.stream.helpers import raw_messages
 from topics.specs import EVENTS
-from tests.conftest import ROOT
 
 pytestmark = pytest.mark.kafka
 
@@ -30,14 +30,23 @@ ARTIFACTS = ROOT / "test-artifacts"
 @pytest.fixture
 def browser(tmp_path: Path):
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail("Debian's chromium and chromium-driver are missing: `make install` installs them (deploy/setup-system.sh)")
+        pytest.fail(
+            "Debian's chromium and chromium-driver are missing: `make install` installs them (deploy/setup-system.sh)"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in (
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--window-size=1400,1200", f"--user-data-dir={tmp_path / 'chromium'}",
-    ):  # fmt: skip
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,1200",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     yield driver

@@ -17,7 +17,15 @@ from stream.ops.admin import wait_until_ready
 from stream.worker.validation import REASONS
 from tests.stream import hostile
 from tests.stream.conftest import consume, kill_inside_a_batch, produce, produce_to
-from tests.stream.helpers import assert_update_matches, key_per_partition, offline_probabilities, partition_of, positions, raw_messages, same_update
+from tests.stream.helpers import (
+    assert_update_matches,
+    key_per_partition,
+    offline_probabilities,
+    partition_of,
+    positions,
+    raw_messages,
+    same_update,
+)
 from tests.stream.worker.test_worker import get_json, scrape
 from topics.records import DEAD_LETTER_COPY_BYTES
 from topics.schema import validator
@@ -26,13 +34,20 @@ from topics.specs import DAY_MS, EVENTS, INVALID, PARTITIONS, UPDATES, changelog
 FUZZ_CASES = 10_000
 NOW_MS = int(time.time() * 1000)
 
+
 def fuzz_corpus(n: int) -> list[bytes]:
     """``n`` hostile messages of every class (tests/stream/hostile.py), drawn by Hypothesis
     (derandomised: the same corpus on every run)."""
     corpus: list[bytes] = []
 
-    @settings(max_examples=n, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck),
-              phases=[Phase.generate])  # fmt: skip
+    @settings(
+        max_examples=n,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.generate],
+    )
     @given(hostile.messages)
     def collect(payload: bytes) -> None:
         corpus.append(payload)
@@ -68,8 +83,20 @@ def test_fuzzed_input_never_crashes_the_worker_and_nothing_vanishes(kafka_bootst
         (b"u1", b"\xff\xfe\x00 not utf-8"),
         (b"u1", '{"user_id": "u1"}'.encode("utf-16")),
         (b"u1", b'{"event_id": "\xc3\x28", "user_id": "u1"}'),  # invalid UTF-8 inside JSON
-        (b"u1", json.dumps({"event_id": "big", "user_id": "u1", "item_id": "i", "category_id": "c", "event_type": "view",
-                            "ts": NOW_MS, "padding": "x" * 100_000}).encode()),  # fmt: skip
+        (
+            b"u1",
+            json.dumps(
+                {
+                    "event_id": "big",
+                    "user_id": "u1",
+                    "item_id": "i",
+                    "category_id": "c",
+                    "event_type": "view",
+                    "ts": NOW_MS,
+                    "padding": "x" * 100_000,
+                }
+            ).encode(),
+        ),
         (b"u1", b"[" * 50_000),  # oversized and deeply nested
         (None, b""),
     ]
@@ -87,21 +114,32 @@ def test_fuzzed_input_never_crashes_the_worker_and_nothing_vanishes(kafka_bootst
 
     consume(kafka_bootstrap, UPDATES.name, worker=worker, until=settled, timeout=240)
     metrics = scrape(worker.web_port)
-    outcomes = {dict(labels)["outcome"]: v for (name, labels), v in metrics.items() if name == "shiftwatch_events_total"}
-    letters_by_reason = {dict(labels)["reason"]: v for (name, labels), v in metrics.items() if name == "shiftwatch_dead_letters_total"}
+    outcomes = {
+        dict(labels)["outcome"]: v for (name, labels), v in metrics.items() if name == "shiftwatch_events_total"
+    }
+    letters_by_reason = {
+        dict(labels)["reason"]: v for (name, labels), v in metrics.items() if name == "shiftwatch_dead_letters_total"
+    }
     dead_lettered = sum(letters_by_reason.values())
     assert outcomes.get("duplicate", 0) == outcomes.get("redelivered", 0) == 0
     assert outcomes.get("accepted", 0) + dead_lettered == len(messages), (outcomes, letters_by_reason)
     assert outcomes.get("accepted", 0) > 100 and dead_lettered > FUZZ_CASES // 2, "the corpus exercises both paths"
-    assert set(letters_by_reason) <= set(REASONS) and len(letters_by_reason) >= 10, letters_by_reason  # no internal_error
+    assert set(letters_by_reason) <= set(REASONS) and len(letters_by_reason) >= 10, (
+        letters_by_reason
+    )  # no internal_error
 
     letters = [json.loads(r.value) for r in consume(kafka_bootstrap, INVALID.name, int(dead_lettered), worker=worker)]
     assert len(letters) == dead_lettered
     assert Counter(letter["reason"] for letter in letters) == Counter({r: int(v) for r, v in letters_by_reason.items()})
     originals = Counter(base64.b64decode(letter["original_base64"]) for letter in letters)
-    assert originals[b"\xff\xfe\x00 not utf-8"] == 1 and originals[b"[" * 50_000] == 1, "dead letters keep the exact bytes"
-    assert all(letter["original_size"] == len(base64.b64decode(letter["original_base64"])) for letter in letters
-               if not letter["original_truncated"]), "whole copies are whole"  # fmt: skip
+    assert originals[b"\xff\xfe\x00 not utf-8"] == 1 and originals[b"[" * 50_000] == 1, (
+        "dead letters keep the exact bytes"
+    )
+    assert all(
+        letter["original_size"] == len(base64.b64decode(letter["original_base64"]))
+        for letter in letters
+        if not letter["original_truncated"]
+    ), "whole copies are whole"
     assert any(letter["original_truncated"] and letter["original_size"] > DEAD_LETTER_COPY_BYTES for letter in letters)
     for letter in letters:
         validator(INVALID).validate(letter)
@@ -132,7 +170,9 @@ def check_every_event_has_its_exact_update(updates: list, stream_log, checkpoint
         assert previous is None or same_update(previous, update), json.dumps([previous, update])
         latest[update["event_id"]] = update
         assert_update_matches(update, checkpoint, reference[update["user_id"]])
-        assert where[update["event_id"]] == (update["user_id"], update["sequence_length"] - 1), "no event lost or doubled in a row"
+        assert where[update["event_id"]] == (update["user_id"], update["sequence_length"] - 1), (
+            "no event lost or doubled in a row"
+        )
     assert set(latest) == set(where)
 
 
@@ -194,7 +234,9 @@ def test_after_a_broker_restart_the_worker_carries_on_and_loses_nothing(
 
 @pytest.mark.kafka
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
-def test_the_state_ttl_evicts_users_inactive_for_longer_than_it(kafka_bootstrap, worker_factory, stream_log, guarantee) -> None:
+def test_the_state_ttl_evicts_users_inactive_for_longer_than_it(
+    kafka_bootstrap, worker_factory, stream_log, guarantee
+) -> None:
     """Users past the TTL go, the others stay; then one late event per partition expires
     everyone else there, in a sweep after the partitions' last input: under exactly-once
     too, a reader of committed messages sees every tombstone."""
@@ -208,20 +250,29 @@ def test_the_state_ttl_evicts_users_inactive_for_longer_than_it(kafka_bootstrap,
     assert 0 < len(expired) < len(last_ts)
 
     # sweeps (every 3 s) come after the commit (every 0.3 s) of the batch that made them due
-    worker = worker_factory(state_ttl_s=ttl_s, state_sweep_s="3", commit_interval_s="0.3", processing_guarantee=guarantee).start()
+    worker = worker_factory(
+        state_ttl_s=ttl_s, state_sweep_s="3", commit_interval_s="0.3", processing_guarantee=guarantee
+    ).start()
     produce(kafka_bootstrap, EVENTS.name, stream)
     assert len(consume(kafka_bootstrap, UPDATES.name, len(stream), worker=worker)) >= len(stream)
     changelog = f"{worker.env['SHIFTWATCH_APP_ID']}-users-changelog"
 
     def wait_until_gone(expected: set[str]) -> None:
         deadline = time.monotonic() + 30
-        while (gone := {user for user in last_ts if get_json(worker.web_port, f"/users/{user}/interests")[0] == 404}) != expected:
+        while (
+            gone := {user for user in last_ts if get_json(worker.web_port, f"/users/{user}/interests")[0] == 404}
+        ) != expected:
             assert time.monotonic() < deadline, (sorted(gone ^ expected), worker.tail())
             time.sleep(1)
 
     def tombstoned(expected: set[str]) -> set[str]:
-        records = consume(kafka_bootstrap, changelog, worker=worker, isolation_level="read_committed",
-                          until=lambda records: expected <= {r.key.decode() for r in records if r.value is None})  # fmt: skip
+        records = consume(
+            kafka_bootstrap,
+            changelog,
+            worker=worker,
+            isolation_level="read_committed",
+            until=lambda records: expected <= {r.key.decode() for r in records if r.value is None},
+        )
         last = {r.key.decode(): r.value for r in sorted(records, key=lambda r: (r.partition, r.offset))}
         return {user for user, value in last.items() if value is None}
 
@@ -232,17 +283,35 @@ def test_the_state_ttl_evicts_users_inactive_for_longer_than_it(kafka_bootstrap,
     late = max(stream_time.values()) + 2 * ttl_s * 1000
     clocks = key_per_partition("clock")
     used = set(stream_time)
-    produce(kafka_bootstrap, EVENTS.name, [
-        (clocks[p], json.dumps({"event_id": f"{clocks[p].decode()}:0", "user_id": clocks[p].decode(), "item_id": "1", "category_id": "1", "event_type": "view", "ts": late}).encode())
-        for p in sorted(used)
-    ])  # fmt: skip
+    produce(
+        kafka_bootstrap,
+        EVENTS.name,
+        [
+            (
+                clocks[p],
+                json.dumps(
+                    {
+                        "event_id": f"{clocks[p].decode()}:0",
+                        "user_id": clocks[p].decode(),
+                        "item_id": "1",
+                        "category_id": "1",
+                        "event_type": "view",
+                        "ts": late,
+                    }
+                ).encode(),
+            )
+            for p in sorted(used)
+        ],
+    )
     everyone = set(last_ts)
     wait_until_gone(everyone)
     assert tombstoned(everyone) == everyone
 
 
 @pytest.mark.kafka
-def test_exactly_once_publishes_every_update_once_across_a_kill(kafka_bootstrap, worker_factory, stream_log, stream_checkpoint) -> None:
+def test_exactly_once_publishes_every_update_once_across_a_kill(
+    kafka_bootstrap, worker_factory, stream_log, stream_checkpoint
+) -> None:
     """With ``processing_guarantee=exactly_once``, a worker killed (SIGKILL) mid-stream leaves
     its open transactions to be aborted: a consumer reading committed messages sees each
     event's update once, none lost, none repeated (at-least-once repeats a cut batch)."""
@@ -260,7 +329,9 @@ def test_exactly_once_publishes_every_update_once_across_a_kill(kafka_bootstrap,
     produce(kafka_bootstrap, EVENTS.name, second)
     wanted = {json.loads(value)["event_id"] for _, value in stream}
     complete = lambda records: wanted <= {json.loads(r.value)["event_id"] for r in records}  # noqa: E731
-    updates = consume(kafka_bootstrap, UPDATES.name, worker=restarted, until=complete, timeout=180, isolation_level="read_committed")
+    updates = consume(
+        kafka_bootstrap, UPDATES.name, worker=restarted, until=complete, timeout=180, isolation_level="read_committed"
+    )
     counts = Counter(json.loads(r.value)["event_id"] for r in updates)
     assert set(counts) == wanted and max(counts.values()) == 1, counts.most_common(3)
     check_every_event_has_its_exact_update(updates, stream_log, checkpoint)
@@ -278,14 +349,18 @@ def test_a_message_whose_admission_raises_is_dead_lettered_and_its_batch_goes_on
     stream = raw_messages(stream_log.first_users(6))
     victim = stream[0][0]
     changelog = f"{fresh_topics}-users-changelog"  # as the worker would create it at its first start
-    asyncio.run(create_topic(kafka_bootstrap, NewTopic(changelog, PARTITIONS, 1, topic_configs=changelog_config(DAY_MS))))
+    asyncio.run(
+        create_topic(kafka_bootstrap, NewTopic(changelog, PARTITIONS, 1, topic_configs=changelog_config(DAY_MS)))
+    )
     produce_to(kafka_bootstrap, changelog, partition_of(victim), victim, b"{not a row")
     worker = worker_factory(batch_size="512").start()
     pid = worker.process.pid
     produce(kafka_bootstrap, EVENTS.name, stream)
     others = [(k, v) for k, v in stream if k != victim]
     updates = consume(kafka_bootstrap, UPDATES.name, len(others), worker=worker)
-    assert sorted(json.loads(r.value)["event_id"] for r in updates) == sorted(json.loads(v)["event_id"] for _, v in others)
+    assert sorted(json.loads(r.value)["event_id"] for r in updates) == sorted(
+        json.loads(v)["event_id"] for _, v in others
+    )
     victims = len(stream) - len(others)
     letters = [json.loads(r.value) for r in consume(kafka_bootstrap, INVALID.name, victims, worker=worker)]
     assert len(letters) == victims and {letter["reason"] for letter in letters} == {"internal_error"}

@@ -10,11 +10,18 @@ import pytest
 
 from model.net.checkpoint import META_FILE, save_checkpoint
 from model.online.detector import ShiftDetector, save_detector
+from stream.settings import Settings
 from stream.worker.hotswap import CheckpointWatcher
 from stream.worker.pipeline import InterestPipeline
-from stream.settings import Settings
 from tests.stream.conftest import consume, produce
-from tests.stream.helpers import SMALL_MODEL_DETECTOR, assert_update_matches, offline_probabilities, raw_messages, run_pipeline, small_checkpoint
+from tests.stream.helpers import (
+    SMALL_MODEL_DETECTOR,
+    assert_update_matches,
+    offline_probabilities,
+    raw_messages,
+    run_pipeline,
+    small_checkpoint,
+)
 from tests.stream.worker.test_worker import get_json
 from topics.specs import EVENTS, UPDATES
 
@@ -25,7 +32,9 @@ def second_checkpoint(stream_log):
     return small_checkpoint(stream_log, seed=1)
 
 
-def test_the_watcher_loads_a_new_version_once_and_skips_a_torn_one(stream_checkpoint, second_checkpoint, tmp_path) -> None:
+def test_the_watcher_loads_a_new_version_once_and_skips_a_torn_one(
+    stream_checkpoint, second_checkpoint, tmp_path
+) -> None:
     first, source = stream_checkpoint
     served = tmp_path / "served"
     shutil.copytree(source, served)
@@ -37,12 +46,16 @@ def test_the_watcher_loads_a_new_version_once_and_skips_a_torn_one(stream_checkp
     assert watcher.poll() is None, "its detector.json was tuned for the first model: not served with the second"
     save_detector(ShiftDetector(SMALL_MODEL_DETECTOR), served, {"tuned_on": "nothing: the tests' setting"})
     loaded = watcher.poll()
-    assert loaded is not None and loaded.checkpoint.model_version == second_checkpoint.model_version != first.model_version
+    assert (
+        loaded is not None and loaded.checkpoint.model_version == second_checkpoint.model_version != first.model_version
+    )
     assert loaded.detector.settings == SMALL_MODEL_DETECTOR, "the detector file in the directory comes along"
     assert watcher.poll() is None, "loaded once"
 
 
-def test_after_a_swap_updates_are_the_new_models_over_the_whole_history(stream_log, stream_checkpoint, second_checkpoint) -> None:
+def test_after_a_swap_updates_are_the_new_models_over_the_whole_history(
+    stream_log, stream_checkpoint, second_checkpoint
+) -> None:
     first, _ = stream_checkpoint
     stream = raw_messages(stream_log)
     half = len(stream) // 2
@@ -58,7 +71,9 @@ def test_after_a_swap_updates_are_the_new_models_over_the_whole_history(stream_l
 
 
 @pytest.mark.kafka
-def test_a_worker_swaps_models_mid_replay(kafka_bootstrap, worker_factory, stream_log, stream_checkpoint, second_checkpoint, tmp_path) -> None:
+def test_a_worker_swaps_models_mid_replay(
+    kafka_bootstrap, worker_factory, stream_log, stream_checkpoint, second_checkpoint, tmp_path
+) -> None:
     first, source = stream_checkpoint
     served = tmp_path / "served"
     shutil.copytree(source, served)

@@ -10,11 +10,11 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from stream.cli.main import main
-from stream.runtime.durable import ROLL_KEY
 from stream.ops.admin import create_topics
+from stream.runtime.durable import ROLL_KEY
+from stream.settings import Settings
 from stream.worker.pipeline import InterestPipeline
 from stream.worker.privacy import Pseudonymiser
-from stream.settings import Settings
 from tests.stream.conftest import consume, produce, read_all
 from tests.stream.helpers import NOW_MS, event_value, raw_messages, run_pipeline, spliced_history
 from tests.stream.worker.test_worker import get_json, scrape
@@ -32,7 +32,9 @@ def test_pseudonymised_outputs_and_rows_hold_no_raw_ids(stream_log, stream_check
     published = json.dumps([*hidden[0], *hidden[3]])
     rows = " ".join(state.to_json().decode() for state in hidden[2].values())
     for user in raw_users:
-        assert f'"{user}"' not in published and f'"{user}:' not in published, user  # user ids, and event ids built from them
+        assert f'"{user}"' not in published and f'"{user}:' not in published, (
+            user
+        )  # user ids, and event ids built from them
         assert f'"{user}:' not in rows, user
     assert {u["user_id"][:2] for u in hidden[0]} == {"u-"} and {u["event_id"][:2] for u in hidden[0]} == {"e-"}
     # the same interests, under other names
@@ -44,7 +46,9 @@ def test_dead_letters_under_pseudonymisation_carry_no_raw_id(stream_checkpoint) 
     checkpoint, _ = stream_checkpoint
     pipeline = InterestPipeline(checkpoint, Settings(pseudonym_key=SECRET))
     alice = "alice-7f3c9"
-    value = event_value(event_id=f"{alice}:0", user_id=alice, item_id="i", category_id="c", event_type="view", ts=1_511_600_000_000)
+    value = event_value(
+        event_id=f"{alice}:0", user_id=alice, item_id="i", category_id="c", event_type="view", ts=1_511_600_000_000
+    )
     refused = pipeline.check(value, b"bob-the-key", 0, 7, NOW_MS)
     letter = refused.dead_letter  # type: ignore[union-attr]
     text = letter.dumps()
@@ -92,7 +96,9 @@ def all_topics(bootstrap: str) -> list[str]:
 
 
 @pytest.mark.kafka
-def test_forget_erases_a_user_everywhere_within_the_deadline(kafka_bootstrap, worker_factory, fresh_topics, stream_log, tmp_path) -> None:
+def test_forget_erases_a_user_everywhere_within_the_deadline(
+    kafka_bootstrap, worker_factory, fresh_topics, stream_log, tmp_path
+) -> None:
     """With an erasure deadline of seconds, a forgotten user is gone from every topic and
     changelog within it: read from the beginning, nothing names her but tombstones. The web API
     answers for her as for a user it never saw."""
@@ -104,7 +110,9 @@ def test_forget_erases_a_user_everywhere_within_the_deadline(kafka_bootstrap, wo
         event = json.loads(value)
         history.append((alice.encode(), json.dumps({**event, "user_id": alice}).encode()))
     stream = raw_messages(stream_log.first_users(5)) + history
-    asyncio.run(create_topics(kafka_bootstrap, ERASURE_DEADLINE_S))  # the topics of fresh_topics, under the test's deadline
+    asyncio.run(
+        create_topics(kafka_bootstrap, ERASURE_DEADLINE_S)
+    )  # the topics of fresh_topics, under the test's deadline
     deadline = {"erasure_deadline_s": ERASURE_DEADLINE_S, "pseudonym_key": SECRET}
     worker = worker_factory(**deadline).start()
     rules = tmp_path / "rules.toml"
@@ -120,7 +128,11 @@ def test_forget_erases_a_user_everywhere_within_the_deadline(kafka_bootstrap, wo
     status, interests = get_json(worker.web_port, f"/users/{alice}/interests")
     assert status == 200 and interests["events"] == len(history) and interests["user_id"] == hidden.decode()
     trigger_rows = f"{fresh_topics}-triggers-trigger_state-changelog"
-    wait_until(lambda: trigger_rows in all_topics(kafka_bootstrap) and records_naming(kafka_bootstrap, [trigger_rows], [hidden]))
+    wait_until(
+        lambda: (
+            trigger_rows in all_topics(kafka_bootstrap) and records_naming(kafka_bootstrap, [trigger_rows], [hidden])
+        )
+    )
 
     assert main(["forget", alice, "--bootstrap", kafka_bootstrap]) == 0
     wait_until(lambda: get_json(worker.web_port, f"/users/{alice}/interests")[0] == 404)

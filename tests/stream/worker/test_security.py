@@ -56,11 +56,19 @@ def test_user_pages_need_the_token_and_nothing_else_serves_rows(kafka_bootstrap,
         assert status_of(port, path) == 200, path
     assert status_of(port, "/table/users/") == 404, "Faust's table view is off"
 
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/shifts/stream", headers={"Authorization": f"Bearer {TOKEN}"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/shifts/stream", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     with urllib.request.urlopen(request, timeout=10) as first:
         assert first.status == 200 and first.readline() == b": connected\n"
         assert status_of(port, "/shifts/stream", TOKEN) == 503, "one subscriber at most"
-    body = json.loads(urllib.request.urlopen(urllib.request.Request(
-        f"http://127.0.0.1:{port}/users/{user}/interests", headers={"Authorization": f"Bearer {TOKEN}"}), timeout=10).read())  # fmt: skip
+    body = json.loads(
+        urllib.request.urlopen(
+            urllib.request.Request(
+                f"http://127.0.0.1:{port}/users/{user}/interests", headers={"Authorization": f"Bearer {TOKEN}"}
+            ),
+            timeout=10,
+        ).read()
+    )
     assert body["events"] == sum(1 for key, _ in stream if key.decode() == user)
     assert not worker.exited()

@@ -9,12 +9,19 @@ from hypothesis import strategies as st
 
 from stream.worker.validation import REASONS, Rejection, validate
 from tests.stream import hostile
+from topics.records import DEAD_LETTER_COPY_BYTES, DEAD_LETTER_REASONS, ClickEvent, DeadLetter
 from topics.schema import validator
 from topics.specs import EVENTS
-from topics.records import DEAD_LETTER_COPY_BYTES, DEAD_LETTER_REASONS, ClickEvent, DeadLetter
 
 NOW_MS = 1_800_000_000_000
-GOOD = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "category_id": "c1", "event_type": "cart", "ts": 1511658000000}
+GOOD = {
+    "event_id": "e1",
+    "user_id": "u1",
+    "item_id": "i1",
+    "category_id": "c1",
+    "event_type": "cart",
+    "ts": 1511658000000,
+}
 
 
 def with_(**changes: object) -> bytes:
@@ -58,9 +65,13 @@ def test_each_kind_of_bad_input_is_named(raw: bytes, reason: str) -> None:
 
 @pytest.mark.parametrize(
     ("ts", "expected_ms"),
-    [(1511658000000, 1511658000000), (1511658000, 1511658000000), ("2017-11-26T01:00:00Z", 1511658000000),
-     ("2017-11-26T09:00:00+08:00", 1511658000000)],
-)  # fmt: skip
+    [
+        (1511658000000, 1511658000000),
+        (1511658000, 1511658000000),
+        ("2017-11-26T01:00:00Z", 1511658000000),
+        ("2017-11-26T09:00:00+08:00", 1511658000000),
+    ],
+)
 def test_timestamps_in_milliseconds_seconds_or_iso(ts: object, expected_ms: int) -> None:
     event = validate(with_(ts=ts), NOW_MS)
     assert isinstance(event, ClickEvent) and event.ts == expected_ms
@@ -78,7 +89,11 @@ def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.sampled_from(sorted(GOOD)), st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)))
+@given(
+    st.dictionaries(
+        st.sampled_from(sorted(GOOD)), st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+    )
+)
 def test_arbitrary_json_objects_never_raise(fields: dict) -> None:
     assert isinstance(validate(json.dumps(fields).encode(), NOW_MS), ClickEvent | Rejection)
 
@@ -130,7 +145,9 @@ def check_total(raw: bytes) -> None:
         if isinstance(result, ClickEvent):
             assert valid, "accepted, so the schema admits it"
         elif valid:  # 1.0 is an integer to JSON Schema, a float (no id) to the worker
-            assert result.reason in BEYOND_THE_SCHEMA or (result.reason == "wrong_type" and "is a float" in result.detail), result
+            assert result.reason in BEYOND_THE_SCHEMA or (
+                result.reason == "wrong_type" and "is a float" in result.detail
+            ), result
     if isinstance(result, ClickEvent):
         for name in ("event_id", "user_id", "item_id", "category_id"):
             value = getattr(result, name)
@@ -150,8 +167,14 @@ def test_a_hundred_thousand_hostile_messages_by_class_never_raise() -> None:
     mutants: 100,000 cases in a few seconds."""
     drawn: list[bytes] = []
 
-    @settings(max_examples=100_000 // (MUTANTS + 1) + 1, derandomize=True, database=None, deadline=None,
-              suppress_health_check=list(HealthCheck), phases=[Phase.generate])  # fmt: skip
+    @settings(
+        max_examples=100_000 // (MUTANTS + 1) + 1,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.generate],
+    )
     @given(hostile.messages)
     def draw(raw: bytes) -> None:
         drawn.append(raw)
@@ -167,8 +190,19 @@ def test_a_hundred_thousand_hostile_messages_by_class_never_raise() -> None:
             reasons.add(result.reason if isinstance(result, Rejection) else "accepted")
             cases += 1
     assert cases >= 100_000
-    assert reasons >= {"accepted", "not_json", "too_deep", "number_out_of_range", "invalid_unicode", "oversized", "missing_field",
-                       "wrong_type", "bad_timestamp", "not_object", "unknown_event_type"}, "the corpus reaches every class"  # fmt: skip
+    assert reasons >= {
+        "accepted",
+        "not_json",
+        "too_deep",
+        "number_out_of_range",
+        "invalid_unicode",
+        "oversized",
+        "missing_field",
+        "wrong_type",
+        "bad_timestamp",
+        "not_object",
+        "unknown_event_type",
+    }, "the corpus reaches every class"
 
 
 @settings(max_examples=2_000, database=None, deadline=None, suppress_health_check=list(HealthCheck))

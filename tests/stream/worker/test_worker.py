@@ -13,8 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from model.online.detector import ShiftDetector
-from stream.worker.pipeline import InterestPipeline
 from stream.settings import Settings
+from stream.worker.pipeline import InterestPipeline
 from tests.stream.conftest import consume, kill_inside_a_batch, produce
 from tests.stream.helpers import (
     SMALL_MODEL_DETECTOR,
@@ -37,13 +37,43 @@ pytestmark = pytest.mark.kafka
 BAD_MESSAGES: list[tuple[bytes | None, bytes, str]] = [
     (b"u-bad", b"\xff\xfe not json at all", "not_json"),
     (b"u-bad", b"[1, 2, 3]", "not_object"),
-    (b"u-bad", event_value(event_id="b1", user_id="u-bad", item_id="i", category_id="c", event_type="view"), "missing_field"),
-    (b"u-bad", event_value(event_id="b2", user_id="u-bad", item_id=["i"], category_id="c", event_type="view", ts=1511540216000), "wrong_type"),
-    (b"u-bad", event_value(event_id="b3", user_id="u-bad", item_id="i", category_id="c", event_type="teleport", ts=1511540216000), "unknown_event_type"),
-    (b"u-bad", event_value(event_id="b4", user_id="u-bad", item_id="i", category_id="c", event_type="view", ts=42), "bad_timestamp"),
-    (b"u-bad", event_value(event_id="b5", user_id="u-bad", item_id="i" * 5000, category_id="c", event_type="view", ts=1511540216000), "oversized"),
-    (None, event_value(event_id="b6", user_id="u-bad", item_id="i", category_id="c", event_type="view", ts=1511540216000), "wrong_key"),
-]  # fmt: skip
+    (
+        b"u-bad",
+        event_value(event_id="b1", user_id="u-bad", item_id="i", category_id="c", event_type="view"),
+        "missing_field",
+    ),
+    (
+        b"u-bad",
+        event_value(
+            event_id="b2", user_id="u-bad", item_id=["i"], category_id="c", event_type="view", ts=1511540216000
+        ),
+        "wrong_type",
+    ),
+    (
+        b"u-bad",
+        event_value(
+            event_id="b3", user_id="u-bad", item_id="i", category_id="c", event_type="teleport", ts=1511540216000
+        ),
+        "unknown_event_type",
+    ),
+    (
+        b"u-bad",
+        event_value(event_id="b4", user_id="u-bad", item_id="i", category_id="c", event_type="view", ts=42),
+        "bad_timestamp",
+    ),
+    (
+        b"u-bad",
+        event_value(
+            event_id="b5", user_id="u-bad", item_id="i" * 5000, category_id="c", event_type="view", ts=1511540216000
+        ),
+        "oversized",
+    ),
+    (
+        None,
+        event_value(event_id="b6", user_id="u-bad", item_id="i", category_id="c", event_type="view", ts=1511540216000),
+        "wrong_key",
+    ),
+]
 
 
 def by_user(records: list) -> dict[str, list[dict]]:
@@ -111,7 +141,8 @@ def test_replayed_events_give_one_exact_update_each_and_bad_ones_go_to_dead_lett
     assert sum(v for (name, _), v in metrics.items() if name == "shiftwatch_consumer_lag") == 0
     assert metrics[("faust_messages_received_total", ())] >= len(mixed)  # Faust's own sensor, same registry
     assert get_json(worker.web_port, "/readyz") == (
-        200, {"ready": True, "model_version": checkpoint.model_version, "detector_calibrated": "no"}
+        200,
+        {"ready": True, "model_version": checkpoint.model_version, "detector_calibrated": "no"},
     )
 
     # user queries: answered from the user's row
@@ -174,7 +205,9 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def test_a_spliced_history_through_the_broker_yields_its_shift(kafka_bootstrap, worker_factory, stream_checkpoint) -> None:
+def test_a_spliced_history_through_the_broker_yields_its_shift(
+    kafka_bootstrap, worker_factory, stream_checkpoint
+) -> None:
     checkpoint, _ = stream_checkpoint
     spliced = spliced_history(taobao_users(60))
     worker = worker_factory(batch_size="8").start()
@@ -243,7 +276,9 @@ def test_after_a_restart_the_table_is_recovered_from_its_changelog(
         state = offline_states[user.user_id.encode()]
         assert status == 200 and row["events"] == state.length == len(user)
         for field, distribution in (("interests", state.detector.previous), ("profile", state.detector.long)):
-            assert {c["category_id"]: c["probability"] for c in row[field]} == pytest.approx(distribution, abs=1e-5), field
+            assert {c["category_id"]: c["probability"] for c in row[field]} == pytest.approx(distribution, abs=1e-5), (
+                field
+            )
 
     # The detectors' states came back with the rows: the same shifts as a crash-free run,
     # a redelivered batch's shift republished under the same id.
