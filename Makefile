@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system test demo soak bench-beauty bench-engine bench-e2e eval-taobao detect-eval clean
+.PHONY: install system lint test demo soak bench-beauty bench-engine bench-e2e eval-taobao detect-eval clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,13 @@ install: $(STAMP) system
 system:
 	sh deploy/setup-system.sh
 
-test: install
+# ruff (lint and format) and mypy, configured in pyproject.toml.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/pytest -q
 
 # Train on the shipped Taobao sample (time split) and evaluate against the baselines.

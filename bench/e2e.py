@@ -21,6 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -62,7 +63,7 @@ async def _raw_consumer(bootstrap: str, expected: int) -> float:
     consumer = AIOKafkaConsumer(EVENTS.name, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     try:
-        count, first = 0, None
+        count, first = 0, 0.0
         while count < expected:
             batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
             first = first or time.monotonic()
@@ -119,7 +120,7 @@ async def _latency(bootstrap: str, log: EventLog, rate: float, seconds: float, a
     await consumer.seek_to_end()
     sent: dict[str, float] = {}
     latencies: list[float] = []
-    base_ts = max(u.timestamps[-1] for u in users if u.timestamps) * 1000 + 1000  # type: ignore[index]
+    base_ts = max(u.timestamps[-1] for u in users if u.timestamps) * 1000 + 1000
     n = int(rate * seconds)
 
     async def send() -> None:
@@ -158,7 +159,7 @@ async def _latency(bootstrap: str, log: EventLog, rate: float, seconds: float, a
     return latencies
 
 
-def run_e2e_bench(log: EventLog, checkpoint: Path, config: E2EConfig = E2EConfig()) -> dict[str, object]:
+def run_e2e_bench(log: EventLog, checkpoint: Path, config: E2EConfig = E2EConfig()) -> dict[str, Any]:
     external = os.environ.get("KAFKA_BOOTSTRAP")
     with tempfile.TemporaryDirectory(prefix="shiftwatch-e2e-") as tmp:
         workdir = Path(tmp)
@@ -205,7 +206,7 @@ def run_e2e_bench(log: EventLog, checkpoint: Path, config: E2EConfig = E2EConfig
     }
 
 
-def write_markdown(results: dict[str, object], path: Path) -> None:
+def write_markdown(results: dict[str, Any], path: Path) -> None:
     setup = results["setup"]
     lines = [
         "# End-to-end benchmark",

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -119,7 +120,7 @@ def _timed(
 
 def run_engine_bench(
     checkpoint: Checkpoint, log: EventLog, config: EngineBenchConfig = EngineBenchConfig()
-) -> dict[str, object]:
+) -> dict[str, Any]:
     model = checkpoint.model.eval()
     version = checkpoint.model_version
     field = model.config.receptive_field
@@ -206,7 +207,7 @@ def run_engine_bench(
     return results
 
 
-def write_markdown(results: dict[str, object], path: Path) -> None:
+def write_markdown(results: dict[str, Any], path: Path) -> None:
     variants = results["variants"]
     names = {
         "naive": "(a) naive: full window forward, batch 1",
@@ -243,7 +244,7 @@ def write_markdown(results: dict[str, object], path: Path) -> None:
     path.write_text("\n".join(lines))
 
 
-def save(results: dict[str, object], json_path: Path, markdown_path: Path | None) -> None:
+def save(results: dict[str, Any], json_path: Path, markdown_path: Path | None) -> None:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=1) + "\n")
     if markdown_path is not None:

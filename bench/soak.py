@@ -21,6 +21,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
@@ -83,7 +84,7 @@ def scrape(port: int) -> dict[str, float]:
 
 def run_soak(
     log: EventLog, checkpoint: Path, total: int, ttl_s: float, sample_s: float = 5.0, timeout_s: float = 7200.0
-) -> dict[str, object]:
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="shiftwatch-soak-") as workdir:
         broker = EmbeddedBroker(Path(workdir) / "broker", heap="1g")
         worker: WorkerProcess | None = None
@@ -139,7 +140,7 @@ def run_soak(
     return summarise(samples, total, ttl_s)
 
 
-def summarise(samples: list[dict], total: int, ttl_s: float) -> dict[str, object]:
+def summarise(samples: list[dict], total: int, ttl_s: float) -> dict[str, Any]:
     """Memory in each quarter of the run (by events processed): bounded if the last quarter's
     peak is within 10% of the second quarter's."""
     quarters = [

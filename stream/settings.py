@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from topics.records import DEAD_LETTER_COPY_BYTES
-
 
 T = TypeVar("T")
 
@@ -152,12 +151,12 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Defaults overridden by ``KAFKA_BOOTSTRAP`` and ``SHIFTWATCH_<FIELD>`` variables."""
         environ = os.environ if environ is None else environ
-        overrides: dict[str, object] = {}
+        overrides: dict[str, Any] = {}
         for f in fields(cls):
             name = ENVIRONMENT[f.name]
             if name in environ:
                 raw = environ[name]
-                kind = type(f.default)
+                kind: Callable[[str], Any] = type(f.default)
                 try:
                     overrides[f.name] = kind(raw)
                 except ValueError as error:

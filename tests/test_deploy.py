@@ -150,7 +150,9 @@ def test_the_compose_file_validates_and_runs_the_whole_service() -> None:
 
 def test_the_image_pins_the_project_torch_and_copies_what_exists() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    torch_pin = re.search(r'"(torch==[^"]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
+    pinned = re.search(r'"(torch==[^"]+)"', (ROOT / "pyproject.toml").read_text())
+    assert pinned is not None
+    torch_pin = pinned.group(1)
     assert torch_pin in dockerfile
     for source in re.findall(r"^COPY (.+) \S+$", dockerfile, flags=re.M):
         for path in source.split():

@@ -12,6 +12,7 @@ import json
 import types
 import typing
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import msgspec
@@ -25,7 +26,7 @@ DRAFT = "https://json-schema.org/draft/2020-12/schema"
 _SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
 
-def _type_schema(annotation: object) -> dict[str, object]:
+def _type_schema(annotation: object) -> dict[str, Any]:
     if isinstance(annotation, type) and annotation in _SCALARS:
         return {"type": _SCALARS[annotation]}
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
@@ -43,7 +44,7 @@ def _type_schema(annotation: object) -> dict[str, object]:
 PROBABILITY = {"type": "number", "minimum": 0, "maximum": 1}
 NON_NEGATIVE = {"type": "number", "minimum": 0}
 COUNT = {"type": "integer", "minimum": 0}
-CONSTRAINTS: dict[tuple[str, str], dict[str, object]] = {
+CONSTRAINTS: dict[tuple[str, str], dict[str, Any]] = {
     # (record, field) -> the schema the worker's output keeps to, narrower than the field's type
     ("CategoryProbability", "probability"): PROBABILITY,
     ("CategoryChange", "before"): PROBABILITY,
@@ -69,12 +70,12 @@ CONSTRAINTS: dict[tuple[str, str], dict[str, object]] = {
 }
 
 
-def _object_schema(record: type[msgspec.Struct]) -> dict[str, object]:
+def _object_schema(record: type[msgspec.Struct]) -> dict[str, Any]:
     hints = typing.get_type_hints(record)
     fields = record.__struct_fields__
     required = fields[: len(fields) - len(record.__struct_defaults__)]  # defaults come last
 
-    def field_schema(name: str) -> dict[str, object]:
+    def field_schema(name: str) -> dict[str, Any]:
         narrower = CONSTRAINTS.get((record.__name__, name), {})
         return {**_type_schema(hints[name]), **narrower} if "anyOf" not in narrower else dict(narrower)
 
@@ -86,7 +87,7 @@ def _object_schema(record: type[msgspec.Struct]) -> dict[str, object]:
     }
 
 
-def json_schema(record: type[msgspec.Struct], title: str | None = None) -> dict[str, object]:
+def json_schema(record: type[msgspec.Struct], title: str | None = None) -> dict[str, Any]:
     return {"$schema": DRAFT, "title": title or record.__name__, **_object_schema(record)}
 
 
@@ -94,7 +95,7 @@ def _any_case(word: str) -> str:
     return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
 
 
-def input_schema() -> dict[str, object]:
+def input_schema() -> dict[str, Any]:
     """What the worker accepts on the input topic (:mod:`stream.worker.validation`): other keys are
     ignored, ids are strings or integers, behaviours are matched ignoring case and surrounding
     space, and ``ts`` is epoch seconds or milliseconds or ISO 8601 with a zone."""
@@ -131,7 +132,7 @@ def input_schema() -> dict[str, object]:
     }
 
 
-def topic_schema(spec: TopicSpec) -> dict[str, object] | None:
+def topic_schema(spec: TopicSpec) -> dict[str, Any] | None:
     """The schema of a topic's values; ``None`` for a topic without a record yet."""
     if spec is EVENTS:
         return input_schema()
@@ -147,7 +148,7 @@ def validator(spec: TopicSpec) -> jsonschema.protocols.Validator:
     return jsonschema.Draft202012Validator(schema)
 
 
-def rendered(schema: dict[str, object]) -> str:
+def rendered(schema: dict[str, Any]) -> str:
     return json.dumps(schema, indent=2) + "\n"
 
 

@@ -72,7 +72,7 @@ class TopicSpec:
         """Kafka topic configs for creation."""
         if self.user_data:
             return erasure_config(self.cleanup_policy, erasure_deadline_ms)
-        config = {"cleanup.policy": self.cleanup_policy}
+        config: dict[str, str] = {"cleanup.policy": self.cleanup_policy}
         if self.retention_ms is not None:
             config["retention.ms"] = str(self.retention_ms)
         return config

@@ -53,6 +53,7 @@ class SplitSpec:
         """Per event, its phase. (A user's first event is never a target: nothing precedes it.)"""
         n = len(user)
         if self.kind == "time":
+            assert self.t1 is not None and self.t2 is not None  # __post_init__ refuses a time split without them
             ts = np.asarray(user.timestamps, dtype=np.int64)
             phases = np.where(ts < self.t1, TRAIN, np.where(ts < self.t2, VALIDATION, TEST))
         else:

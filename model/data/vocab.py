@@ -10,6 +10,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -158,10 +159,10 @@ class Tokenizer:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Tokenizer:
+    def from_dict(cls, data: dict[str, Any]) -> Tokenizer:
         return cls(
-            items=Vocabulary(data["items"]),  # type: ignore[arg-type]
-            categories=Vocabulary(data["categories"]),  # type: ignore[arg-type]
-            behaviors=Vocabulary(data["behaviors"]),  # type: ignore[arg-type]
-            gaps=TimeGapBuckets(int(data["n_gap_buckets"])),  # type: ignore[arg-type]
+            items=Vocabulary(data["items"]),
+            categories=Vocabulary(data["categories"]),
+            behaviors=Vocabulary(data["behaviors"]),
+            gaps=TimeGapBuckets(int(data["n_gap_buckets"])),
         )

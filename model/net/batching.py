@@ -53,8 +53,9 @@ def pad_sequences(
     for row, seq in enumerate(sequences):
         for column, values in enumerate((seq.items, seq.categories, seq.behaviors, seq.gaps)):
             arrays[column, row, : len(seq)] = values
-    tensors = [torch.from_numpy(a).to(device) for a in arrays]
-    return TokenBatch(*tensors, start_positions=torch.tensor(list(start_positions), dtype=torch.long, device=device))
+    items, categories, behaviors, gaps = (torch.from_numpy(a).to(device) for a in arrays)
+    starts = torch.tensor(list(start_positions), dtype=torch.long, device=device)
+    return TokenBatch(items, categories, behaviors, gaps, starts)
 
 
 def pad_batch(

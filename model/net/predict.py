@@ -57,7 +57,11 @@ def score_outputs(
         for group in batches_by_length(pieces, batch_size):
             batch = pad_batch(tokens, group)
             encoding = model.encode(batch)
-            rows, columns, sequences, outputs, starts = [], [], [], [], []
+            rows: list[int] = []
+            columns: list[int] = []
+            sequences: list[int] = []
+            outputs: list[int] = []
+            starts: list[int] = []
             for row, piece in enumerate(group):
                 positions = wanted[piece.sequence]
                 inside = positions[(positions >= piece.first_output) & (positions < piece.stop)]

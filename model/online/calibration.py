@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -56,5 +57,5 @@ class IsotonicCalibration:
         return {"scores": list(self.scores), "probabilities": list(self.probabilities), "n_alarms": self.n_alarms}
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> IsotonicCalibration:
-        return cls(tuple(data["scores"]), tuple(data["probabilities"]), int(data["n_alarms"]))  # type: ignore[arg-type]
+    def from_dict(cls, data: dict[str, Any]) -> IsotonicCalibration:
+        return cls(tuple(data["scores"]), tuple(data["probabilities"]), int(data["n_alarms"]))

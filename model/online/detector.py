@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -109,7 +110,7 @@ class DetectorState:
         return [self.events, self.statistic, self.armed, self.since_alarm, self.short, self.long, self.previous, recent]
 
     @classmethod
-    def from_row(cls, row: list) -> DetectorState:  # type: ignore[type-arg]
+    def from_row(cls, row: list) -> DetectorState:
         events, statistic, armed, since_alarm, short, long, previous, recent = row
         moved = [Moved(StoredEvent(*r[:5]), r[5]) for r in recent]
         return cls(events, statistic, armed, since_alarm, short, long, previous, moved)
@@ -219,7 +220,7 @@ def tuned_for(directory: str | Path) -> str | None:
     return json.loads(path.read_text()).get("model_version") if path.exists() else None
 
 
-def save_detector(detector: ShiftDetector, directory: str | Path, provenance: dict[str, object]) -> Path:
+def save_detector(detector: ShiftDetector, directory: str | Path, provenance: Mapping[str, object]) -> Path:
     """Write ``detector.json`` (settings, calibration, how they were fitted, and the model
     version of the checkpoint in ``directory``) atomically: a reader sees the old file or the new."""
     directory = Path(directory)

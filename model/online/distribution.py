@@ -93,7 +93,7 @@ def copied_outside_vocabulary(
     """
     out: dict[str, float] = {}
     for j in np.flatnonzero(weights > 0):
-        category = categories[j]
+        category = categories[int(j)]
         if category not in vocabulary:
             out[category] = out.get(category, 0.0) + float(weights[j])
     return out

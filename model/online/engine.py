@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from model.data.vocab import TokenSequence
 from model.net.batching import pad_sequences
-from model.net.transformer import InterestTransformer
+from model.net.transformer import Block, InterestTransformer
 
 NO_EVENT = -(1 << 40)  # position of an empty cache slot: never inside any window
 DEFAULT_BUDGET_BYTES = 256 * 1024 * 1024
@@ -307,7 +307,9 @@ class IncrementalEngine:
         self, chunks: list[list[int]], events: Sequence[UserEvent], history: HistorySource
     ) -> dict[str, np.ndarray]:
         heads = [events[chunk[0]] for chunk in chunks]
-        slots, to_rebuild, first = [], [], []
+        slots: list[int] = []
+        to_rebuild: list[int] = []
+        first: list[int] = []
         for chunk, head in zip(chunks, heads):
             cached = head.user in self._slots and self._next_position[head.user] == head.position
             if cached:
@@ -366,7 +368,8 @@ class IncrementalEngine:
         batch = pad_sequences(histories, starts.tolist())
         encoding = self.model.encode(batch)
         for ring, tensors in ((config.window, "kv"), (config.copy_window, "copy")):
-            rows, steps = [], []
+            rows: list[int] = []
+            steps: list[int] = []
             for row, n in enumerate(lengths):
                 kept = range(max(0, n - ring), n)
                 rows.extend([row] * len(kept))
@@ -423,7 +426,7 @@ class IncrementalEngine:
         visible = ((offsets >= 0) & (offsets < config.window))[:, None]
         ring = positions[rows, steps] % config.window
         h = x
-        for layer, block in enumerate(model.blocks):
+        for layer, block in enumerate(cast(Sequence[Block], model.blocks)):
             q, k, v = block.attn.project(block.ln_attn(h), cos, sin)
             keys = torch.cat([s.keys[layer, slots].float(), k], dim=2)
             values = torch.cat([s.values[layer, slots].float(), v], dim=2)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -144,10 +144,10 @@ class MarkovSurprisal:
     def surprisal(self, categories: Sequence[str]) -> np.ndarray:
         out = np.empty(len(categories))
         own: Counter[str] = Counter()
-        previous = None
+        previous: str | None = None
         for t, category in enumerate(categories):
             prior = self._prior(category)
-            following = self.transitions.get(previous, {}) if previous is not None else {}
+            following: Mapping[str, int] = self.transitions.get(previous, Counter()) if previous is not None else {}
             leaving = self.leaving.get(previous, 0) if previous is not None else 0
             transition = (following.get(category, 0) + self.smoothing * prior) / (leaving + self.smoothing)
             user = (own[category] + self.smoothing * prior) / (t + self.smoothing)

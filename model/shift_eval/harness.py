@@ -17,6 +17,7 @@ import multiprocessing
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -47,7 +48,7 @@ from model.shift_eval.detectors import (
 )
 from model.shift_eval.scoring import DetectionScore, match, score_alarms
 
-Params = dict[str, float]
+Params = dict[str, Any]
 Grid = dict[str, tuple[float, ...]]
 
 GRIDS: dict[str, Grid] = {
@@ -125,10 +126,7 @@ def build_benchmarks(checkpoint: Checkpoint, log: EventLog, settings: EvalSettin
     inputs = iter(
         with_inputs(checkpoint, log, [t for parts in tracks.values() for part in parts for t in part], settings)
     )
-    return [
-        Benchmark(name, *([next(inputs) for _ in part] for part in parts))  # type: ignore[misc]
-        for name, parts in tracks.items()
-    ]
+    return [Benchmark(name, *([next(inputs) for _ in part] for part in parts)) for name, parts in tracks.items()]
 
 
 def make_detector(name: str, params: Params, shared: DetectorSettings) -> ChangeDetector:
@@ -177,7 +175,7 @@ def _preference(score: DetectionScore) -> tuple[float, float]:
     return score.f1, -(score.mean_delay if score.mean_delay is not None else float("inf"))
 
 
-def evaluate_benchmark(benchmark: Benchmark, settings: EvalSettings) -> tuple[dict[str, object], dict[str, Params]]:
+def evaluate_benchmark(benchmark: Benchmark, settings: EvalSettings) -> tuple[dict[str, Any], dict[str, Params]]:
     """Tune every detector on validation, score it on test; precision-recall curves on test."""
     options = {name: [tuple(p.items()) for p in grid(settings.grids[name])] for name in DETECTORS}
     validation = score_jobs(
@@ -194,11 +192,14 @@ def evaluate_benchmark(benchmark: Benchmark, settings: EvalSettings) -> tuple[di
     }
     test_jobs = set(tuned.items()) | {(name, p) for name, ps in sweeps.items() for p in ps}
     test = score_jobs(sorted(test_jobs), benchmark.test, settings, f"{benchmark.name}: testing")
-    results: dict[str, object] = {}
+    results: dict[str, Any] = {}
     for name, params in tuned.items():
-        key = SWEEP_KEY.get(name)
         curve = [
-            {key: dict(p)[key], "precision": test[(name, p)].precision, "recall": test[(name, p)].recall}
+            {
+                SWEEP_KEY[name]: dict(p)[SWEEP_KEY[name]],
+                "precision": test[(name, p)].precision,
+                "recall": test[(name, p)].recall,
+            }
             for p in sweeps.get(name, [])
         ]
         results[name] = {
@@ -225,7 +226,7 @@ def calibrate(detector: ShiftDetector, inputs: Sequence[TrackInputs], tolerance:
 
 def reliability(
     calibration: IsotonicCalibration, scores: Sequence[float], labels: Sequence[int], bins: int = 5
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """How well test-alarm confidences match the rate of true alarms: per-bin table, ECE, Brier."""
     confidence = np.array([calibration(s) for s in scores])
     truth = np.array(labels, dtype=np.float64)
@@ -269,10 +270,10 @@ def calibrated(tuned: DetectorSettings, validation: Sequence[TrackInputs], toler
 
 def detect_eval(
     checkpoint: Checkpoint, log: EventLog, settings: EvalSettings = EvalSettings()
-) -> tuple[dict[str, object], ShiftDetector]:
+) -> tuple[dict[str, Any], ShiftDetector]:
     """The whole evaluation; returns the results and the tuned, calibrated transformer detector."""
     spliced, natural = build_benchmarks(checkpoint, log, settings)
-    result: dict[str, object] = {
+    result: dict[str, Any] = {
         "checkpoint": checkpoint.model_version,
         "dataset": log.name,
         "settings": asdict(settings),
@@ -297,7 +298,7 @@ def detect_eval(
 
 def timeline(
     inputs: Sequence[TrackInputs], tuned: dict[str, Params], settings: EvalSettings, categories: int = 4
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """One spliced test history for the report's plot: the probabilities of its main
     categories after each event, the true change point, and each detector's alarms.
     The first history whose change the transformer detects (else the first one)."""
@@ -326,7 +327,7 @@ def timeline(
     }
 
 
-def _describe(benchmark: Benchmark) -> dict[str, object]:
+def _describe(benchmark: Benchmark) -> dict[str, Any]:
     def count(inputs: Sequence[TrackInputs]) -> dict[str, int]:
         kinds: dict[str, int] = {}
         for i in inputs:

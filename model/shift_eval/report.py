@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 COLUMNS = ("precision", "recall", "f1", "median_delay", "mean_delay", "false_alarms_per_1k", "alarms")
 
@@ -15,10 +16,10 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def results_table(results: dict[str, dict[str, object]]) -> str:
+def results_table(results: dict[str, dict[str, Any]]) -> str:
     lines = ["| detector | " + " | ".join(COLUMNS) + " | tuned parameters |", "|---" * (len(COLUMNS) + 2) + "|"]
-    for name, row in sorted(results.items(), key=lambda kv: -float(kv[1]["f1"])):  # type: ignore[arg-type]
-        params = ", ".join(f"{k}={v:g}" for k, v in row["params"].items()) or "none"  # type: ignore[union-attr]
+    for name, row in sorted(results.items(), key=lambda kv: -float(kv[1]["f1"])):
+        params = ", ".join(f"{k}={v:g}" for k, v in row["params"].items()) or "none"
         lines.append(f"| {name} | " + " | ".join(_cell(row[c]) for c in COLUMNS) + f" | {params} |")
     return "\n".join(lines)
 
@@ -32,17 +33,17 @@ def _pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
-def plot_timeline(timeline: dict[str, object], path: Path) -> None:
+def plot_timeline(timeline: dict[str, Any], path: Path) -> None:
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(10, 4.2))
-    for category, values in timeline["categories"].items():  # type: ignore[union-attr]
+    for category, values in timeline["categories"].items():
         axes.plot(range(len(values)), values, label=f"category {category}", linewidth=1.6)
-    for i, change in enumerate(timeline["change_points"]):  # type: ignore[union-attr]
+    for i, change in enumerate(timeline["change_points"]):
         axes.axvline(
             change, color="black", linestyle="--", linewidth=1.2, label="true change (splice)" if i == 0 else None
         )
     styles = {"transformer": ("tab:red", 1.0), "frequency_jsd": ("tab:gray", 0.55), "page_hinkley": ("tab:purple", 0.3)}
-    for name, alarms in timeline["alarms"].items():  # type: ignore[union-attr]
+    for name, alarms in timeline["alarms"].items():
         color, height = styles.get(name, ("tab:olive", 0.2))
         axes.scatter(alarms, [height] * len(alarms), marker="v", s=70, color=color, label=f"{name} alarm", zorder=3)
     axes.set_xlabel("event")
@@ -56,11 +57,11 @@ def plot_timeline(timeline: dict[str, object], path: Path) -> None:
     plt.close(figure)
 
 
-def plot_precision_recall(result: dict[str, object], path: Path) -> None:
+def plot_precision_recall(result: dict[str, Any], path: Path) -> None:
     plt = _pyplot()
     figure, panels = plt.subplots(1, 2, figsize=(10, 4.2))
     for axes, benchmark in zip(panels, ("spliced", "natural")):
-        for name, row in result[benchmark].items():  # type: ignore[union-attr]
+        for name, row in result[benchmark].items():
             curve = sorted(row["pr_curve"], key=lambda p: p["recall"])
             if curve:
                 axes.plot(
@@ -80,12 +81,12 @@ def plot_precision_recall(result: dict[str, object], path: Path) -> None:
     plt.close(figure)
 
 
-def write_detect_report(result: dict[str, object], path: Path) -> None:
+def write_detect_report(result: dict[str, Any], path: Path) -> None:
     """Write ``path`` (Markdown) and two PNG plots beside it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     timeline_png = path.with_name(path.stem + "_timeline.png")
     pr_png = path.with_name(path.stem + "_pr.png")
-    plot_timeline(result["timeline"], timeline_png)  # type: ignore[arg-type]
+    plot_timeline(result["timeline"], timeline_png)
     plot_precision_recall(result, pr_png)
     settings = result["settings"]
     text = f"""# Interest-shift detection: {result["dataset"]}
@@ -136,7 +137,7 @@ def _data_line(data: dict[str, dict[str, int]]) -> str:
     return f"Validation: {describe(data['validation'])}. Test: {describe(data['test'])}."
 
 
-def _calibration_section(calibration: dict | None) -> str:  # type: ignore[type-arg]
+def _calibration_section(calibration: dict | None) -> str:
     if calibration is None:
         return "None: the tuned transformer detector raised no alarm on the validation users."
     test = calibration["test"]

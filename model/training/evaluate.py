@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -140,7 +140,7 @@ def fit_baselines(
 ) -> list[Recommender]:
     """Popularity counts and Markov transitions from training events only."""
     counts = np.zeros(n_ids)
-    transitions = []
+    transitions: list[tuple[int, int]] = []
     for user, history in zip(log.users, ids):
         phases = split.phases(user)
         np.add.at(counts, history[phases == TRAIN], 1.0)
@@ -163,7 +163,7 @@ def _tuned_mixture(counts: np.ndarray, ids: Sequence[np.ndarray], validation: li
     return DecayedFrequency(counts, best)
 
 
-def evaluate(checkpoint: Checkpoint, log: EventLog, n_resamples: int = 1000, seed: int = 0) -> dict[str, object]:
+def evaluate(checkpoint: Checkpoint, log: EventLog, n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
     """The full comparison as the JSON-ready dict documented in the README."""
     split = checkpoint.split
     protocol = Protocol.for_split(split)

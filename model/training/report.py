@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from model.training.metrics import METRIC_NAMES
 
@@ -37,13 +38,13 @@ def plot_models(models: dict[str, dict[str, float]], path: Path, title: str) -> 
     plt.close(figure)
 
 
-def write_report(result: dict[str, object], path: Path) -> None:
+def write_report(result: dict[str, Any], path: Path) -> None:
     """Write ``path`` (Markdown) and ``path`` with a ``.png`` suffix (the plot)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     plot_path = path.with_suffix(".png")
     models = result["models"]
     title = f"{result['dataset']}: {result['protocol']}"
-    plot_models(models, plot_path, title)  # type: ignore[arg-type]
+    plot_models(models, plot_path, title)
     ci = result["ci95"]
     training = result.get("training", {})
     text = f"""# Evaluation: {title}

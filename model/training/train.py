@@ -12,6 +12,7 @@ import copy
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -136,7 +137,7 @@ def run_epoch(
 def train(
     log: EventLog,
     split: SplitSpec,
-    model_config: dict[str, object] | None = None,
+    model_config: dict[str, Any] | None = None,
     config: TrainConfig = TrainConfig(),
     progress: bool = True,
 ) -> TrainResult:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # a command imports Faust (a second or more) only when it runs an app
+    import faust
 
 DEFAULT_DATA = Path("data/taobao/UserBehavior_head_84475rows.csv.gz")
 LOGLEVELS = ["crit", "error", "warn", "info", "debug"]
@@ -23,7 +27,7 @@ def bootstrap(args: argparse.Namespace) -> str:
     return getattr(args, "bootstrap", None) or Settings.from_env().kafka_bootstrap
 
 
-def run_app(app: object, loglevel: str) -> int:
+def run_app(app: faust.App, loglevel: str) -> int:
     """Run a Faust app in this process until it is stopped."""
     import faust
 

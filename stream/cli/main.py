@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from stream.cli import broker, demand, demo, detect_eval, evaluate, forget, replay, topics, train, triggers, worker
 
@@ -33,7 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
     except (BrokerError, CheckpointError, DataFormatError, FileNotFoundError, ValueError) as error:  # RuleError too
         print(f"shiftwatch {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -74,7 +74,8 @@ def fetch_jars(cache_dir: Path | None = None, version: str = KAFKA_VERSION) -> P
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def port_open(host: str, port: int) -> bool:

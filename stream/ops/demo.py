@@ -97,7 +97,7 @@ def describe(shift: dict) -> str:
     )
 
 
-async def follow(bootstrap: str, expected: int, config: DemoConfig, worker: WorkerProcess) -> dict[str, int]:
+async def follow(bootstrap: str, expected: int, config: DemoConfig, worker: WorkerProcess) -> dict[str, float]:
     """Print a live feed of interest shifts until ``expected`` updates have arrived."""
     consumer = AIOKafkaConsumer(
         UPDATES.name,
@@ -108,7 +108,7 @@ async def follow(bootstrap: str, expected: int, config: DemoConfig, worker: Work
         group_id=None,
     )
     await consumer.start()
-    counts = {"updates": 0, "dead_letters": 0, "shifts": 0}
+    counts: dict[str, float] = {"updates": 0, "dead_letters": 0, "shifts": 0}
     started = last_line = last_progress = time.monotonic()
     try:
         while counts["updates"] < expected:
@@ -208,7 +208,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> int:
     broker = None if external else EmbeddedBroker(config.state_dir / "broker")
     processes: list[WorkerProcess] = []
     try:
-        bootstrap = external if broker is None else broker.start()
+        bootstrap = broker.start() if broker is not None else os.environ["KAFKA_BOOTSTRAP"]
         where = "external" if broker is None else f"embedded Apache Kafka, pid {broker.pid}"
         print(f"kafka: {bootstrap} ({where})")
         for name, outcome in asyncio.run(create_topics(bootstrap, Settings().erasure_deadline_s)).items():
@@ -240,7 +240,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> int:
         )
         print("replaying the sample; live feed of interest shifts (at most a few lines a second):")
 
-        async def replay_and_follow() -> dict[str, int]:
+        async def replay_and_follow() -> dict[str, float]:
             following = asyncio.create_task(follow(bootstrap, log.n_events, config, worker))
             await replay(log, bootstrap, progress=False)
             return await following
@@ -250,7 +250,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> int:
             f"done: {counts['updates']:,} interest updates, {counts['shifts']:,} interest shifts, "
             f"{counts['dead_letters']:,} dead letters, in {counts['seconds']} s"
         )
-        print(summary(downstream, counts["shifts"]))
+        print(summary(downstream, int(counts["shifts"])))
         return 0
     finally:
         for process in processes:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
+from faust.types import EventT
 from prometheus_client import CollectorRegistry
 
 from stream.runtime.recovery import QueueSafeTableManager, SafeConsumer
@@ -36,7 +38,19 @@ def new_app(settings: Settings, app_id: str, datadir: Path, **options: Any) -> t
         TableManager=QueueSafeTableManager,
         **options,
     )
-    app.transport.Consumer = SafeConsumer  # the class Faust's transport builds its consumer from
+    # the class this app's transport builds its consumer from (a class attribute, set on the instance)
+    app.transport.Consumer = SafeConsumer  # type: ignore[misc]
     registry = CollectorRegistry()
     setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="faust")
     return app, registry
+
+
+def new_table(app: faust.App, name: str, **options: Any) -> faust.Table:
+    """``app.Table(name, **options)``, typed as the class it is: the durable writes
+    (:mod:`stream.runtime.durable`) use its store and serializers, which ``TableT`` does not declare."""
+    return cast(faust.Table, app.Table(name, **options))
+
+
+def batches(stream: faust.StreamT, settings: Settings) -> AsyncIterator[Sequence[EventT]]:
+    """An agent's input in micro-batches of at most ``batch_size`` events, ``batch_within_s`` apart."""
+    return cast(faust.Stream, stream).take_events(settings.batch_size, within=settings.batch_within_s)

@@ -47,6 +47,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import faust
 from aiokafka import AIOKafkaClient
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
@@ -155,3 +156,20 @@ def _resume_partitions_after_flow(app: Any) -> Iterator[None]:
         del consumer.resume_partitions, flow_control.resume
         if held:  # Faust returned early (a new rebalance began): resume as it would have
             resume_partitions(held)
+
+
+def between_batches(app: faust.App) -> asyncio.Lock:
+    """The lock an agent holds for each batch, during which the app's :class:`SafeConsumer`
+    commits nothing; timers that rewrite rows hold it too."""
+    consumer = app.consumer
+    if not isinstance(consumer, SafeConsumer):
+        raise TypeError(f"{app.conf.id} consumes with {type(consumer).__name__}, not SafeConsumer (stream.runtime.app)")
+    return consumer.between_batches
+
+
+def recovered(app: faust.App) -> bool:
+    """Whether the app's tables are recovered from their changelogs (``/readyz``)."""
+    tables = app.tables
+    if not isinstance(tables, QueueSafeTableManager):
+        raise TypeError(f"{app.conf.id} manages its tables with {type(tables).__name__}, not QueueSafeTableManager")
+    return tables.recovery.completed.is_set()

@@ -39,11 +39,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import faust
 from faust.types import EventT
+from faust.types.windows import WindowT
+from faust.windows import HoppingWindow, TumblingWindow
 
+from stream.runtime.app import batches, new_table
 from stream.runtime.durable import PendingRows
 from stream.services.demand_counts import (
     CategoryMove,
@@ -88,76 +92,134 @@ HELP = {
 }
 
 
+@dataclass(frozen=True)
+class WindowedTable:
+    """A table of one window kind's open windows, keyed ``(category, (start s, end s))``."""
+
+    kind: str
+    size_s: float
+    window: WindowT
+    table: faust.Table
+
+    @classmethod
+    def create(cls, app: faust.App, kind: str, window: WindowT, size_s: float) -> WindowedTable:
+        table = new_table(app, f"demand_{kind}", partitions=PARTITIONS, help=f"category demand per {kind} window")
+        table.using_window(window)  # Faust's windowed changelog (compacted and deleted); keys are written as is
+        return cls(kind, size_s, window, table)
+
+    def keys_at(self, category: str, ts_ms: int) -> list[WindowKey]:
+        """The windows an event at ``ts_ms`` falls in."""
+        return [(category, window_range) for window_range in self.window.ranges(ts_ms / 1000)]
+
+
 def create_demand_app(settings: Settings) -> faust.App:
-    if settings.demand_hopping_s % settings.demand_hop_s:
-        raise ValueError(
-            f"SHIFTWATCH_DEMAND_HOP_S={settings.demand_hop_s:g} must divide SHIFTWATCH_DEMAND_HOPPING_S={settings.demand_hopping_s:g}"
+    """The demand service's Faust app: what ``shiftwatch demand`` runs."""
+    return DemandService(settings).app
+
+
+class DemandService:
+    """The two agents, the tables and the pages of one ``shiftwatch demand`` process."""
+
+    def __init__(self, settings: Settings):
+        if settings.demand_hopping_s % settings.demand_hop_s:
+            raise ValueError(
+                f"SHIFTWATCH_DEMAND_HOP_S={settings.demand_hop_s:g} must divide "
+                f"SHIFTWATCH_DEMAND_HOPPING_S={settings.demand_hopping_s:g}"
+            )
+        self.settings = settings
+        self.stats: Stats = {
+            "shifts": 0,
+            "unreadable": 0,
+            "moves": 0,
+            "duplicate_moves": 0,
+            "redelivered_moves": 0,
+            "late": dict.fromkeys(WINDOW_KINDS, 0),
+            "published": dict.fromkeys(WINDOW_KINDS, 0),
+        }
+        app = self.app = downstream_app(settings, "demand", self.stats, HELP, {"late": "window", "published": "window"})
+        self.moves_topic = app.topic(
+            f"{app.conf.id}-category-moves",
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=PARTITIONS,
+            internal=True,
         )
-    stats: Stats = {
-        "shifts": 0,
-        "unreadable": 0,
-        "moves": 0,
-        "duplicate_moves": 0,
-        "redelivered_moves": 0,
-        "late": dict.fromkeys(WINDOW_KINDS, 0),
-        "published": dict.fromkeys(WINDOW_KINDS, 0),
-    }
-    app = downstream_app(settings, "demand", stats, HELP, {"late": "window", "published": "window"})
-    moves_topic = app.topic(
-        f"{app.conf.id}-category-moves",
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=PARTITIONS,
-        internal=True,
-    )
-    sizes = {"tumbling": settings.demand_tumbling_s, "hopping": settings.demand_hopping_s}
-    windows = {
-        "tumbling": app.Table(
-            "demand_tumbling", partitions=PARTITIONS, help="category demand per tumbling window"
-        ).tumbling(settings.demand_tumbling_s),
-        "hopping": app.Table(
-            "demand_hopping", partitions=PARTITIONS, help="category demand per hopping window"
-        ).hopping(settings.demand_hopping_s, settings.demand_hop_s),
-    }
-    totals = app.Table(
-        "demand_totals", partitions=PARTITIONS, help="category demand since the start, and its recent shift ids"
-    )
-    clocks = app.Table(
-        "demand_clock", partitions=PARTITIONS, help="'partition N' -> shifts partition -> event time (ms) announced"
-    )
-    grace_ms = round(settings.demand_grace_s * 1000)
-    open_windows: dict[int, set[tuple[str, WindowKey]]] = defaultdict(set)
-    indexed = False
+        self.windows = {
+            "tumbling": WindowedTable.create(
+                app, "tumbling", TumblingWindow(settings.demand_tumbling_s), settings.demand_tumbling_s
+            ),
+            "hopping": WindowedTable.create(
+                app,
+                "hopping",
+                HoppingWindow(settings.demand_hopping_s, settings.demand_hop_s),
+                settings.demand_hopping_s,
+            ),
+        }
+        self.totals = new_table(
+            app,
+            "demand_totals",
+            partitions=PARTITIONS,
+            help="category demand since the start, and its recent shift ids",
+        )
+        self.clocks = new_table(
+            app,
+            "demand_clock",
+            partitions=PARTITIONS,
+            help="'partition N' -> shifts partition -> event time (ms) announced",
+        )
+        self.grace_ms = round(settings.demand_grace_s * 1000)
+        self.open_windows: dict[int, set[tuple[str, WindowKey]]] = defaultdict(set)
+        self.indexed = False
+        self._register()
 
-    def active_partitions() -> set[int]:
-        moves_name = moves_topic.get_topic_name()
-        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == moves_name}
+    def _register(self) -> None:
+        app = self.app
 
-    def ensure_index() -> None:
+        @app.on_partitions_revoked.connect
+        async def forget_index(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+            self.indexed = False
+
+        @app.agent(shifts_topic(app))
+        async def fan_out(stream: faust.StreamT) -> None:
+            await self.fan_out(stream)
+
+        @app.agent(self.moves_topic)
+        async def count(stream: faust.StreamT) -> None:
+            await self.count(stream)
+
+        @app.page("/demand/top-movers")
+        async def movers(web: Any, request: Any) -> Any:
+            return self.movers(web, request)
+
+        @app.page("/demand/stats")
+        async def stats_page(web: Any, request: Any) -> Any:
+            return self.stats_page(web)
+
+    def active_partitions(self) -> set[int]:
+        moves_name = self.moves_topic.get_topic_name()
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == moves_name}
+
+    def ensure_index(self) -> None:
         """Which windows are open, by partition: rebuilt from the tables after a start or a rebalance
         (the store also holds the partitions this process keeps as a standby)."""
-        nonlocal indexed
-        if indexed:
+        if self.indexed:
             return
-        open_windows.clear()
-        active = active_partitions()
-        for kind, wrapper in windows.items():
-            for key, row in wrapper.table.items():
+        self.open_windows.clear()
+        active = self.active_partitions()
+        for kind, windowed in self.windows.items():
+            for key, row in windowed.table.items():
                 if row["partition"] in active:
-                    open_windows[row["partition"]].add((kind, as_window_key(key)))
-        indexed = True
+                    self.open_windows[row["partition"]].add((kind, as_window_key(key)))
+        self.indexed = True
 
-    @app.on_partitions_revoked.connect
-    async def forget_index(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        nonlocal indexed
-        indexed = False
+    # -- stage 1: shifts -> category moves ----------------------------------------
 
-    @app.agent(shifts_topic(app))
-    async def fan_out(stream: faust.StreamT) -> None:
-        moves_name = moves_topic.get_topic_name()
-        async for batch in shift_batches(app, stream, settings, stats):
+    async def fan_out(self, stream: faust.StreamT) -> None:
+        app = self.app
+        moves_name = self.moves_topic.get_topic_name()
+        async for batch in shift_batches(app, stream, self.settings, self.stats):
             sent = []
             reached: dict[int, int] = {}  # shifts partition -> the latest shift time in this batch
             for event, shift in batch:
@@ -166,64 +228,50 @@ def create_demand_app(settings: Settings) -> faust.App:
                 source = event.message.partition
                 reached[source] = max(reached.get(source, shift["ts"]), shift["ts"])
                 for move in category_moves(shift):
-                    sent.append(
-                        await app.producer.send(
-                            moves_name,
-                            move.category_id.encode(),
-                            move.dumps(),
-                            partition=None,
-                            timestamp=None,
-                            headers=None,
-                        )
-                    )
-            for (
-                source,
-                event_time,
-            ) in reached.items():  # after the moves: the same producer keeps each partition in order
+                    sent.append(await self._send(moves_name, move.category_id.encode(), move.dumps()))
+            # after the moves: the same producer keeps each partition in order
+            for source, event_time in reached.items():
                 progress = Progress(source, event_time).dumps()
                 for partition in range(PARTITIONS):
-                    sent.append(
-                        await app.producer.send(
-                            moves_name, None, progress, partition=partition, timestamp=None, headers=None
-                        )
-                    )
+                    sent.append(await self._send(moves_name, None, progress, partition))
             await asyncio.gather(*sent)
 
-    @app.agent(moves_topic)
-    async def count(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            ensure_index()
+    async def _send(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None) -> Any:
+        return await self.app.producer.send(topic, key, value, partition=partition, timestamp=None, headers=None)
+
+    # -- stage 2: moves -> windows ------------------------------------------------
+
+    async def count(self, stream: faust.StreamT) -> None:
+        async for batch in batches(stream, self.settings):
+            self.ensure_index()
             rows = PendingRows()
             sent: list[Any] = []
             for event in batch:
-                message = parse_moves_message(event.message.value)
+                message = parse_moves_message(event.message.value or b"")
                 if isinstance(message, Progress):
-                    await advance(event, message, rows, sent)
+                    await self.advance(event, message, rows, sent)
                 else:
-                    count_move(event, message, rows)
+                    self.count_move(event, message, rows)
             await asyncio.gather(*sent)
-            await rows.write(app)
+            await rows.write(self.app)
 
-    def clock_key(partition: int) -> str:
-        return f"partition {partition}"
-
-    async def advance(event: EventT, progress: Progress, rows: PendingRows, sent: list[Any]) -> None:
+    async def advance(self, event: EventT, progress: Progress, rows: PendingRows, sent: list[Any]) -> None:
         """Take in a shifts partition's progress; close the windows the watermark has passed."""
         key = clock_key(event.message.partition)
-        announced: dict[str, int] = rows.get(clocks, event, key) or {}
+        announced: dict[str, int] = rows.get(self.clocks, event, key) or {}
         source = str(progress.source_partition)
         if progress.event_time <= announced.get(source, -1):
             return
         announced = {**announced, source: progress.event_time}
-        rows.set(clocks, event, key, announced)
+        rows.set(self.clocks, event, key, announced)
         now = watermark(announced, SHIFTS.partitions)
         if now is not None:
-            await close_windows(event, now, rows, sent)
+            await self.close_windows(event, now, rows, sent)
 
-    def count_move(event: EventT, move: CategoryMove, rows: PendingRows) -> None:
-        message = event.message
-        now = watermark(rows.get(clocks, event, clock_key(message.partition)) or {}, SHIFTS.partitions)
-        total = rows.get(totals, event, move.category_id)
+    def count_move(self, event: EventT, move: CategoryMove, rows: PendingRows) -> None:
+        message, stats = event.message, self.stats
+        now = watermark(rows.get(self.clocks, event, clock_key(message.partition)) or {}, SHIFTS.partitions)
+        total = rows.get(self.totals, event, move.category_id)
         recent: dict[str, int] = {} if total is None else total["recent"]
         if recent.get(move.shift_id, message.offset) != message.offset:
             stats["duplicate_moves"] += 1
@@ -231,37 +279,28 @@ def create_demand_app(settings: Settings) -> faust.App:
         redelivered = total is not None and total["offset"] >= message.offset  # counted before a restart
         stats["redelivered_moves" if redelivered else "moves"] += 1
         recent = {**{s: o for s, o in recent.items() if s != move.shift_id}, move.shift_id: message.offset}
-        counted = add_to(rows, totals, event, move.category_id, move)
-        rows.set(totals, event, move.category_id, {**counted, "recent": dict(list(recent.items())[-RECENT_SHIFTS:])})
-        for kind, wrapper in windows.items():
-            for window_range in wrapper.table.window.ranges(move.ts / 1000):
-                key: WindowKey = (move.category_id, window_range)
-                if now is not None and window_bounds(key, sizes[kind])[1] + grace_ms <= now:
+        counted = add_to(rows, self.totals, event, move.category_id, move)
+        rows.set(
+            self.totals, event, move.category_id, {**counted, "recent": dict(list(recent.items())[-RECENT_SHIFTS:])}
+        )
+        for kind, windowed in self.windows.items():
+            for key in windowed.keys_at(move.category_id, move.ts):
+                if now is not None and window_bounds(key, windowed.size_s)[1] + self.grace_ms <= now:
                     if not redelivered:  # a redelivered move was in the window it closed with
                         stats["late"][kind] += 1
                     continue
-                rows.set(wrapper.table, event, key, add_to(rows, wrapper.table, event, key, move))
-                open_windows[message.partition].add((kind, key))
+                rows.set(windowed.table, event, key, add_to(rows, windowed.table, event, key, move))
+                self.open_windows[message.partition].add((kind, key))
 
-    def add_to(rows: PendingRows, table: faust.Table, event: EventT, key: Any, move: CategoryMove) -> dict[str, Any]:
-        """``table[key]`` with ``move`` counted, unless that row counted this message before."""
-        row = rows.get(table, event, key)
-        if row is not None and row["offset"] >= event.message.offset:
-            return row
-        demand = Demand() if row is None else Demand.from_row(row)
-        versions = sorted({*(row or {}).get("model_versions", []), move.model_version})
-        counted = {**demand.add(move).as_dict(), "model_versions": versions}
-        return {**(row or {}), **counted, "offset": event.message.offset, "partition": event.message.partition}
-
-    async def close_windows(event: EventT, now: int, rows: PendingRows, sent: list[Any]) -> None:
+    async def close_windows(self, event: EventT, now: int, rows: PendingRows, sent: list[Any]) -> None:
         partition = event.message.partition
         due = []
-        for kind, key in open_windows[partition]:
-            start_ms, end_ms = window_bounds(key, sizes[kind])
-            if end_ms + grace_ms <= now:
+        for kind, key in self.open_windows[partition]:
+            start_ms, end_ms = window_bounds(key, self.windows[kind].size_s)
+            if end_ms + self.grace_ms <= now:
                 due.append((end_ms, kind, key[0], start_ms, key))
         for end_ms, kind, category, start_ms, key in sorted(due):
-            table = windows[kind].table
+            table = self.windows[kind].table
             row = rows.get(table, event, key)
             if row is not None:
                 record = CategoryDemand(
@@ -273,17 +312,14 @@ def create_demand_app(settings: Settings) -> faust.App:
                     **Demand.from_row(row).as_dict(),
                     model_versions=row["model_versions"],
                 )
-                sent.append(
-                    await app.producer.send(
-                        DEMAND.name, category.encode(), record.dumps(), partition=None, timestamp=None, headers=None
-                    )
-                )
-                stats["published"][kind] += 1
+                sent.append(await self._send(DEMAND.name, category.encode(), record.dumps()))
+                self.stats["published"][kind] += 1
                 rows.set(table, event, key, None)
-            open_windows[partition].discard((kind, key))
+            self.open_windows[partition].discard((kind, key))
 
-    @app.page("/demand/top-movers")
-    async def movers(web: Any, request: Any) -> Any:
+    # -- pages --------------------------------------------------------------------
+
+    def movers(self, web: Any, request: Any) -> Any:
         query = request.query
         window = query.get("window", "all")
         try:
@@ -291,52 +327,63 @@ def create_demand_app(settings: Settings) -> faust.App:
             start = int(query["start"]) if "start" in query else None
         except ValueError:
             return web.json({"error": "n and start must be integers"}, status=400)
-        if window != "all" and window not in windows:
+        if window != "all" and window not in self.windows:
             return web.json({"error": f"window must be all, {' or '.join(WINDOW_KINDS)}"}, status=400)
         answer: dict[str, Any] = {"window": window}
         if window == "all":
-            active = active_partitions()
-            demand = {category: Demand.from_row(row) for category, row in totals.items() if row["partition"] in active}
+            active = self.active_partitions()
+            demand = {c: Demand.from_row(row) for c, row in self.totals.items() if row["partition"] in active}
         else:
-            ensure_index()
-            demand, bounds = window_demand(window, start)
+            self.ensure_index()
+            demand, bounds = self.window_demand(window, start)
             answer.update(bounds)
         rising, falling = top_movers(demand, n)
         answer["rising"] = [{"category_id": c, **d.as_dict()} for c, d in rising]
         answer["falling"] = [{"category_id": c, **d.as_dict()} for c, d in falling]
         return web.json(answer)
 
-    def window_demand(kind: str, start: int | None) -> tuple[dict[str, Demand], dict[str, Any]]:
+    def window_demand(self, kind: str, start: int | None) -> tuple[dict[str, Demand], dict[str, Any]]:
         """Demand in the open window of ``kind`` starting at ``start`` (default: the latest full one)."""
+        windowed = self.windows[kind]
         if start is None:
-            latest = max(
-                filter(None, (watermark(announced, SHIFTS.partitions) for announced in clocks.values())), default=None
-            )
+            marks = (watermark(announced, SHIFTS.partitions) for announced in self.clocks.values())
+            latest = max(filter(None, marks), default=None)
             if latest is None:
                 return {}, {"window_start": None, "window_end": None}
-            start = round(windows[kind].table.window.ranges(latest / 1000)[0][0] * 1000)
+            start = round(windowed.window.ranges(latest / 1000)[0][0] * 1000)
         demand = {}
-        for keys in open_windows.values():
+        for keys in self.open_windows.values():
             for window_kind, key in keys:
-                if window_kind == kind and window_bounds(key, sizes[kind])[0] == start:
-                    row = windows[kind].table.get(key)
+                if window_kind == kind and window_bounds(key, windowed.size_s)[0] == start:
+                    row = windowed.table.get(key)
                     if row is not None:
                         demand[key[0]] = Demand.from_row(row)
-        return demand, {"window_start": start, "window_end": start + round(sizes[kind] * 1000)}
+        return demand, {"window_start": start, "window_end": start + round(windowed.size_s * 1000)}
 
-    @app.page("/demand/stats")
-    async def stats_page(web: Any, request: Any) -> Any:
-        active = active_partitions()
-        counted = sum(
-            row["users_in"] + row["users_out"] for row in totals.values() if row["partition"] in active
-        )  # survives restarts
+    def stats_page(self, web: Any) -> Any:
+        active = self.active_partitions()
+        # from the totals table: survives restarts
+        counted = sum(row["users_in"] + row["users_out"] for row in self.totals.values() if row["partition"] in active)
         return web.json(
             {
-                **stats,
+                **self.stats,
                 "counted": counted,
-                "open_windows": sum(map(len, open_windows.values())),
-                "watermark": {k: watermark(a, SHIFTS.partitions) for k, a in clocks.items()},
+                "open_windows": sum(map(len, self.open_windows.values())),
+                "watermark": {k: watermark(a, SHIFTS.partitions) for k, a in self.clocks.items()},
             }
         )
 
-    return app
+
+def clock_key(partition: int) -> str:
+    return f"partition {partition}"
+
+
+def add_to(rows: PendingRows, table: faust.Table, event: EventT, key: Any, move: CategoryMove) -> dict[str, Any]:
+    """``table[key]`` with ``move`` counted, unless that row counted this message before."""
+    row: dict[str, Any] | None = rows.get(table, event, key)
+    if row is not None and row["offset"] >= event.message.offset:
+        return row
+    demand = Demand() if row is None else Demand.from_row(row)
+    versions = sorted({*(row or {}).get("model_versions", []), move.model_version})
+    counted = {**demand.add(move).as_dict(), "model_versions": versions}
+    return {**(row or {}), **counted, "offset": event.message.offset, "partition": event.message.partition}

@@ -76,7 +76,11 @@ def watermark(announced: Mapping[str, int], sources: int) -> int | None:
 def category_moves(shift: Mapping[str, Any]) -> list[CategoryMove]:
     """The moves of a shift (JSON data of an ``InterestShift``): out of its from-categories, into its to-categories."""
     moves = []
-    for changes, direction in ((shift["from_categories"], "out"), (shift["to_categories"], "in")):
+    sides: tuple[tuple[list[dict[str, Any]], Direction], ...] = (
+        (shift["from_categories"], "out"),
+        (shift["to_categories"], "in"),
+    )
+    for changes, direction in sides:
         for change in changes:
             mass = change["before"] - change["after"] if direction == "out" else change["after"] - change["before"]
             moves.append(

@@ -9,14 +9,14 @@ group ``<app id>-<service>``, state under ``<data dir>/<service>``) that consume
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import faust
 import jsonschema
 from faust.types import EventT, Message
 from prometheus_client.core import CounterMetricFamily
 
-from stream.runtime.app import new_app
+from stream.runtime.app import batches, new_app
 from stream.settings import Settings
 from stream.worker.validation import Rejection, parse, printable
 from topics.records import DeadLetter
@@ -52,7 +52,7 @@ def downstream_app(
 ) -> faust.App:
     """The service's app; ``/metrics`` serves Faust's sensor and the service's ``stats``."""
     app, registry = new_app(settings, f"{settings.app_id}-{service}", settings.data_dir / service)
-    registry.register(StatsCollector(service, stats, help, labels))  # type: ignore[arg-type]
+    registry.register(StatsCollector(service, stats, help, labels))
     return app
 
 
@@ -67,7 +67,7 @@ async def shift_batches(
     """The stream in batches of ``(event, shift)``, in order; ``(event, None)`` for a tombstone,
     which the worker publishes, keyed by the user as stored, when it forgets a user. What is
     neither is dead-lettered and counted in ``stats["unreadable"]``; the shifts in ``stats["shifts"]``."""
-    async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+    async for batch in batches(stream, settings):
         items: list[tuple[EventT, dict | None]] = []
         for event in batch:
             if event.message.value is None:
@@ -90,7 +90,7 @@ async def read_shift(app: faust.App, message: Message) -> dict | None:
     if isinstance(data, Rejection):
         problem = data.detail
     else:
-        error = jsonschema.exceptions.best_match(validator(SHIFTS).iter_errors(data))
+        error = jsonschema.exceptions.best_match(validator(SHIFTS).iter_errors(cast(Any, data)))
         if error is None:
             return data  # type: ignore[return-value]
         problem = f"{'/'.join(map(str, error.absolute_path)) or 'the value'}: {error.message}"

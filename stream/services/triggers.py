@@ -20,6 +20,7 @@ from typing import Any
 
 import faust
 
+from stream.runtime.app import new_table
 from stream.runtime.durable import PendingRows, schedule_segment_rolls
 from stream.services.downstream import Stats, downstream_app, shift_batches, shifts_topic
 from stream.services.rules import Rule, evaluate
@@ -37,7 +38,8 @@ HELP = {
 def create_triggers_app(settings: Settings, rules: Sequence[Rule]) -> faust.App:
     stats: Stats = {"shifts": 0, "unreadable": 0, "forgotten": 0, "fired": {rule.name: 0 for rule in rules}}
     app = downstream_app(settings, "triggers", stats, HELP, {"fired": "rule"})
-    state = app.Table(
+    state = new_table(
+        app,
         "trigger_state",
         partitions=PARTITIONS,
         key_type=bytes,

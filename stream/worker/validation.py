@@ -161,7 +161,7 @@ def parse(raw: bytes, max_bytes: int) -> object | Rejection:
     if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and (depth := nesting_depth(raw)) > MAX_DEPTH:
         return Rejection("too_deep", f"arrays and objects nest {depth} deep (limit {MAX_DEPTH})")
     try:
-        data = json.loads(raw.decode("utf-8"), parse_int=_int, parse_float=_float, parse_constant=_constant)
+        data: object = json.loads(raw.decode("utf-8"), parse_int=_int, parse_float=_float, parse_constant=_constant)
     except _Refused as refused:
         return refused.rejection
     except (UnicodeDecodeError, json.JSONDecodeError) as error:

@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry
 from model.data.loaders import UserSequence
 from model.net.checkpoint import Checkpoint
 from model.online.scorer import interest_along
+from stream.runtime.recovery import recovered
 from stream.settings import Settings
 from stream.worker.hotswap import Loaded
 from stream.worker.live import ShiftFeed
@@ -71,7 +72,7 @@ def add_views(
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
         """The model is loaded before the app exists; ready once the tables are recovered."""
-        ready = app.tables.recovery.completed.is_set() and not app.rebalancing
+        ready = recovered(app) and not app.rebalancing
         body = {"ready": ready, **serving().info}
         return web.json(body, status=200 if ready else 503)
 

@@ -41,8 +41,9 @@ from faust.types import EventT
 from model.data.vocab import OOV_ID
 from model.net.checkpoint import load_checkpoint
 from model.online.detector import load_detector
-from stream.runtime.app import new_app
+from stream.runtime.app import batches, new_app, new_table
 from stream.runtime.durable import current_event, delete_rows, schedule_segment_rolls, transactional_id, write_rows
+from stream.runtime.recovery import between_batches
 from stream.settings import Settings
 from stream.worker.guard import BatchGuard
 from stream.worker.hotswap import CheckpointWatcher, Loaded
@@ -115,7 +116,8 @@ class Worker:
             value_serializer="raw",
             partitions=PARTITIONS,
         )
-        self.users = self.app.Table(
+        self.users = new_table(
+            self.app,
             "users",
             partitions=PARTITIONS,
             key_type=bytes,
@@ -139,15 +141,15 @@ class Worker:
         app, settings = self.app, self.settings
 
         @app.on_partitions_revoked.connect
-        async def forget_states(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        async def forget_states(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
             self.states.clear()
             if self.activity is not None:
                 self.activity.clear()
 
         @app.agent(self.input)
         async def interest(stream: faust.StreamT) -> None:
-            async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-                async with app.consumer.between_batches:  # no commit mid-batch (stream/runtime/recovery.py)
+            async for batch in batches(stream, settings):
+                async with between_batches(app):  # no commit mid-batch (stream/runtime/recovery.py)
                     await self.guard.run(functools.partial(self.handle, batch), reset=self._reset_after(batch))
 
         if settings.checkpoint_poll_s > 0:
@@ -338,7 +340,7 @@ class Worker:
     async def expire_inactive_users(self) -> None:
         """Delete the rows of users whose last event is older than the state TTL."""
         assert self.activity is not None
-        async with self.app.consumer.between_batches:  # no batch is rewriting a row meanwhile
+        async with between_batches(self.app):  # no batch is rewriting a row meanwhile
             if not self.activity.scanned:
                 self.activity.add_scanned(await asyncio.get_running_loop().run_in_executor(None, self._scan_activity))
             expired = self.activity.expired(self.settings.state_ttl_s * 1000)
@@ -361,7 +363,7 @@ class Worker:
         loaded = await asyncio.get_running_loop().run_in_executor(None, self.watcher.poll)
         if loaded is None:
             return
-        async with self.app.consumer.between_batches:  # the swap waits for the batch in flight to end
+        async with between_batches(self.app):  # the swap waits for the batch in flight to end
             self.pipeline.swap(loaded.checkpoint, loaded.detector)
             self.serving = loaded
         self.metrics.model.info(loaded.info)

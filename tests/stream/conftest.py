@@ -7,8 +7,9 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -97,13 +98,18 @@ def worker_factory(kafka_bootstrap: str, fresh_topics: str, stream_checkpoint, t
     def make(**settings: str) -> WorkerProcess:
         data_dir = tmp_path / f"worker{len(workers)}"
         # a killed worker's partitions move on after 10 s, not 30
-        settings = {"checkpoint": stream_checkpoint[1], "data_dir": data_dir, "session_timeout_s": 10, **settings}
+        options: dict[str, Any] = {
+            "checkpoint": stream_checkpoint[1],
+            "data_dir": data_dir,
+            "session_timeout_s": 10,
+            **settings,
+        }
         worker = WorkerProcess(
             data_dir.with_suffix(".log"),
-            loglevel="info",
+            "info",
             kafka_bootstrap=kafka_bootstrap,
             app_id=fresh_topics,
-            **settings,
+            **options,
         )
         workers.append(worker)
         return worker
@@ -113,7 +119,7 @@ def worker_factory(kafka_bootstrap: str, fresh_topics: str, stream_checkpoint, t
         worker.stop(kill=True)
 
 
-async def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+async def _produce(bootstrap: str, topic: str, messages: Sequence[tuple[bytes | None, bytes]]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
@@ -138,7 +144,7 @@ def produce_to(bootstrap: str, topic: str, partition: int, key: bytes, value: by
     asyncio.run(send())
 
 
-def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+def produce(bootstrap: str, topic: str, messages: Sequence[tuple[bytes | None, bytes]]) -> None:
     asyncio.run(_produce(bootstrap, topic, messages))
 
 

@@ -12,10 +12,11 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from model.data.loaders import EventLog, UserSequence, load_event_log
 from model.data.splits import SplitSpec
-from model.data.vocab import Tokenizer, TokenSequence
+from model.data.vocab import Tokenizer
+from model.net.batching import pad_sequences
 from model.net.checkpoint import Checkpoint
 from model.net.config import ModelConfig
-from model.net.transformer import InterestTransformer, TokenBatch
+from model.net.transformer import InterestTransformer
 from model.online.detector import DetectorSettings, ShiftDetector
 from model.shift_eval.benchmark import dominant, splice
 from stream.ops.replay import messages
@@ -66,10 +67,7 @@ def offline_probabilities(checkpoint: Checkpoint, log: EventLog) -> dict[str, np
     out = {}
     for user in log.users:
         tokens = checkpoint.tokenizer.encode(user)
-        batch = TokenBatch(
-            *(torch.from_numpy(getattr(tokens, name))[None] for name in TokenSequence.__slots__),
-            start_positions=torch.zeros(1, dtype=torch.long),
-        )
+        batch = pad_sequences([tokens], [0])
         out[user.user_id] = checkpoint.model.category_probs(checkpoint.model.encode(batch))[0].numpy()
     return out
 

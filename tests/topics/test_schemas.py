@@ -51,12 +51,13 @@ def test_every_user_keyed_topic_is_co_partitioned() -> None:
 
 def test_output_schemas_are_closed_and_bounded() -> None:
     updates = topic_schema(UPDATES)
-    assert updates["additionalProperties"] is False  # type: ignore[index]
+    assert updates is not None
+    assert updates["additionalProperties"] is False
     assert updates["properties"]["top_categories"]["items"]["properties"]["probability"] == {
         "type": "number",
         "minimum": 0,
         "maximum": 1,
-    }  # type: ignore[index]
+    }
     letter = topic_schema(INVALID)
     assert set(letter["properties"]["reason"]["enum"]) == set(DEAD_LETTER_REASONS)  # type: ignore[index]
     assert not validator(UPDATES).is_valid(

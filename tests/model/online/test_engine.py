@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from model.data.vocab import OOV_ID, PAD_ID, TokenSequence
+from model.net.batching import pad_sequences
 from model.net.config import ModelConfig
-from model.net.transformer import InterestTransformer, TokenBatch
+from model.net.transformer import InterestTransformer
 from model.online.engine import EventTokens, IncrementalEngine, InMemoryHistory, UserEvent, bytes_per_user
 
 WINDOW = 6
@@ -56,10 +57,7 @@ def random_sequences(config: ModelConfig, n_users: int, max_length: int, seed: i
 @torch.no_grad()
 def full_forward(model: InterestTransformer, sequence: TokenSequence) -> tuple[np.ndarray, np.ndarray]:
     """Interest distributions and item logits at every event, from one forward over all of it."""
-    batch = TokenBatch(
-        *(torch.from_numpy(getattr(sequence, name))[None] for name in TokenSequence.__slots__),
-        start_positions=torch.zeros(1, dtype=torch.long),
-    )
+    batch = pad_sequences([sequence], [0])
     encoding = model.encode(batch)
     logits = model.item_logits(encoding.hidden)[0]
     logits[:, [PAD_ID, OOV_ID]] = float("-inf")

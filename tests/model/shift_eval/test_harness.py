@@ -53,7 +53,9 @@ def test_splice_joins_a_prefix_to_a_suffix_and_keeps_the_gaps() -> None:
     joined = splice(a, 4, b, 3)
     assert joined.categories == tuple("aaaazzz")
     assert joined.user_id == "a+b"
-    assert np.diff(joined.timestamps).tolist() == [60] * 6  # B's own gap across the seam
+    assert (
+        joined.timestamps is not None and np.diff(joined.timestamps).tolist() == [60] * 6
+    )  # B's own gap across the seam
 
 
 def test_spliced_tracks_differ_in_dominant_categories_and_are_deterministic() -> None:

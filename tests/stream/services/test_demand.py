@@ -26,6 +26,12 @@ GRACE_S = 3600  # the default, = the worker's lateness: however far apart partit
 SHIFT_TOLERANCE = 1e-5  # per probability in a shift: the worker's batches and the offline run round differently
 
 
+def demand_of(value: bytes) -> CategoryDemand:
+    record = decode(DEMAND.name, value)
+    assert isinstance(record, CategoryDemand)
+    return record
+
+
 def shift(shift_id: str, ts: int, out: dict[str, tuple[float, float]], into: dict[str, tuple[float, float]]) -> dict:
     changes = lambda moved: [{"category_id": c, "before": b, "after": a} for c, (b, a) in moved.items()]  # noqa: E731
     return {
@@ -202,7 +208,7 @@ def test_demand_windows_from_a_replayed_history_match_the_shifts(
         for user in key_per_partition("flush").values()
     ]
     produce(kafka_bootstrap, SHIFTS.name, [(first.key, first.value), *flushes])
-    distinct = lambda records: len({decode(DEMAND.name, r.value).demand_id for r in records})  # noqa: E731
+    distinct = lambda records: len({demand_of(r.value).demand_id for r in records})  # noqa: E731
     records = consume(
         kafka_bootstrap, DEMAND.name, worker=service, until=lambda records: distinct(records) >= len(wanted)
     )
@@ -212,26 +218,25 @@ def test_demand_windows_from_a_replayed_history_match_the_shifts(
     # after a crash, the new process also meets the moves fan_out sent again for the shifts it had not committed
     assert stats["duplicate_moves"] >= copies if crash else stats["duplicate_moves"] == copies
 
-    published = [decode(DEMAND.name, r.value) for r in records]
-    assert all(isinstance(p, CategoryDemand) for p in published)
+    published = [demand_of(r.value) for r in records]
     assert {p.demand_id for p in published} == set(wanted)
     if not crash:
         assert len(published) == len(wanted), "each window published once"
-    for record, demand in zip(records, published):
-        want = wanted[demand.demand_id]
-        assert record.key.decode() == demand.category_id
-        assert (demand.category_id, demand.window, demand.window_start, demand.window_end) == (
+    for record, window in zip(records, published):
+        want = wanted[window.demand_id]
+        assert record.key.decode() == window.category_id
+        assert (window.category_id, window.window, window.window_start, window.window_end) == (
             want["category_id"],
             want["window"],
             want["window_start"],
             want["window_end"],
         )
-        assert (demand.users_in, demand.users_out) == (want["users_in"], want["users_out"])
-        assert demand.model_versions == [shifts[0]["model_version"]]
-        tolerance = SHIFT_TOLERANCE * (demand.users_in + demand.users_out)
-        assert demand.mass_gained == pytest.approx(want["mass_gained"], abs=tolerance)
-        assert demand.mass_lost == pytest.approx(want["mass_lost"], abs=tolerance)
-        assert demand.net_mass == pytest.approx(want["mass_gained"] - want["mass_lost"], abs=tolerance)
+        assert (window.users_in, window.users_out) == (want["users_in"], want["users_out"])
+        assert window.model_versions == [shifts[0]["model_version"]]
+        tolerance = SHIFT_TOLERANCE * (window.users_in + window.users_out)
+        assert window.mass_gained == pytest.approx(want["mass_gained"], abs=tolerance)
+        assert window.mass_lost == pytest.approx(want["mass_lost"], abs=tolerance)
+        assert window.net_mass == pytest.approx(want["mass_gained"] - want["mass_lost"], abs=tolerance)
     if not crash:
         assert stats["published"] == {
             kind: sum(w["window"] == kind for w in wanted.values()) for kind in ("tumbling", "hopping")
@@ -247,6 +252,6 @@ def test_demand_windows_from_a_replayed_history_match_the_shifts(
             assert samples[("shiftwatch_demand_published_total", (("window", kind),))] == count
         assert any(name.startswith("faust_") for name, _ in samples), "Faust's sensor next to the service's counters"
     assert stats["open_windows"] == 1 + HOPPING_S // HOP_S, "the flush category's"
-    current = get_json(service, "/demand/top-movers?window=tumbling")
+    current = get_json(service, "/window/top-movers?window=tumbling")
     assert current["window_start"] == later - later % (TUMBLING_S * 1000) and not current["falling"]
     assert [(m["category_id"], m["users_in"]) for m in current["rising"]] == [("flush", len(flushes))]
