@@ -122,6 +122,11 @@ class Settings:
         "Empty: no token, allowed only while the server listens on loopback.",
     )
     sse_subscribers: int = setting(16, "Most clients following /shifts/stream at once; more are answered 503.")
+    category_names: str = setting(
+        "",
+        "CSV file of category names for the dashboard (`id,name` per line; a first line `id,name` is a header). "
+        "Empty: categories are shown by id.",
+    )
     erasure_deadline_s: float = setting(
         86400.0,
         "Longest time (seconds) a forgotten user's data stays readable on any topic or changelog: `shiftwatch "

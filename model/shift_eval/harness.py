@@ -250,6 +250,16 @@ def reliability(
     return {"bins": table, "ece": float(ece), "brier": brier, "alarms": len(truth)}
 
 
+def calibrated_detector(checkpoint: Checkpoint, log: EventLog, histories: int) -> tuple[ShiftDetector, dict[str, Any]]:
+    """The transformer detector tuned and calibrated on ``histories`` spliced validation
+    histories (and as many controls), with its provenance: what ``shiftwatch train`` and the
+    demo save when no full ``detect-eval`` has run."""
+    settings = EvalSettings(spliced=histories)
+    validation = with_inputs(checkpoint, log, spliced_split(log, "validation", settings), settings)
+    provenance = {"dataset": log.name, "tuned_on": f"{len(validation)} spliced validation histories"}
+    return tune_transformer(validation, settings), provenance
+
+
 def tune_transformer(validation: Sequence[TrackInputs], settings: EvalSettings) -> ShiftDetector:
     """The transformer detector alone: tuned for F1 on ``validation``, calibrated on its alarms there.
 

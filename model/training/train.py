@@ -36,7 +36,9 @@ class TrainConfig:
     ``refit``: after early stopping has chosen the number of epochs on validation, train
     again from the same initialisation on training *and* validation targets for that many
     epochs. The validation events are the most recent before the test ones; the test
-    split is never touched. ``max_minutes`` bounds the selection run only.
+    split is never touched. ``max_minutes`` bounds selection and refit together: selection
+    stops before an epoch that would leave too little time to refit the best one so far
+    (each refit epoch costs about a selection epoch times the share of extra targets).
     """
 
     epochs: int = 200
@@ -171,7 +173,10 @@ def train(
     )
     history: list[dict[str, float]] = []
     best_score, best_state, best_epoch = -1.0, copy.deepcopy(model.state_dict()), 0
+    refit_pieces = training_pieces(log, split, config.max_outputs, context, (TRAIN, VALIDATION)) if config.refit else []
+    refit_share = len(refit_pieces) / len(pieces)  # a refit epoch's cost, in selection epochs
     started = time.monotonic()
+    deadline = None if config.max_minutes is None else started + 60 * config.max_minutes
     bar = tqdm(range(1, config.epochs + 1), desc=f"train {log.name}", unit="epoch", disable=not progress)
     for epoch in bar:
         loss = run_epoch(model, optimizer, tokens, pieces, config, rng)
@@ -180,13 +185,14 @@ def train(
         if validation["ndcg@10"] > best_score:
             best_score, best_state, best_epoch = validation["ndcg@10"], copy.deepcopy(model.state_dict()), epoch
         bar.set_postfix(loss=round(loss, 4), val_ndcg10=validation["ndcg@10"], best=best_epoch)
-        out_of_time = config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes
+        per_epoch = (time.monotonic() - started) / epoch
+        # the next epoch, and a refit as long as the best one's after it, must end before the deadline
+        out_of_time = deadline is not None and time.monotonic() + per_epoch * (1 + refit_share * best_epoch) > deadline
         if epoch - best_epoch >= config.patience or out_of_time:
             break
     bar.close()
     model.load_state_dict(best_state)
     if config.refit:
-        refit_pieces = training_pieces(log, split, config.max_outputs, context, (TRAIN, VALIDATION))
         torch.manual_seed(config.seed)
         model.load_state_dict(InterestTransformer(settings).state_dict())
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)

@@ -16,7 +16,13 @@ def add(subparsers: argparse._SubParsersAction) -> None:
             "(needs mvn and Java 17+). 'start' runs in the foreground until Ctrl-C unless --detach."
         ),
     )
-    parser.add_argument("action", nargs="?", choices=["start", "stop", "status"], default="start")
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=["start", "stop", "status"],
+        default="start",
+        help="start it (the default), stop it by pid, or say whether it runs",
+    )
     parser.add_argument(
         "--dir", type=Path, default=Path(".shiftwatch/broker"), help="broker state (default: %(default)s)"
     )

@@ -15,9 +15,9 @@ LOGLEVELS = ["crit", "error", "warn", "info", "debug"]
 
 def add_checkpoint_and_data(parser: argparse.ArgumentParser, data_help: str) -> None:
     """The options of commands that run a checkpoint over a log and write results JSON."""
-    parser.add_argument("--checkpoint", type=Path, default=Path("checkpoints/taobao"), help="(default: %(default)s)")
+    parser.add_argument("--checkpoint", type=Path, default=Path("checkpoints/taobao"), help=CHECKPOINT_HELP)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=data_help)
-    parser.add_argument("--format", choices=["taobao", "s3rec"], help="force the input format (default: detect)")
+    parser.add_argument("--format", choices=["taobao", "s3rec"], help=FORMAT_HELP)
     parser.add_argument("--json", required=True, type=Path, help="where to write the results JSON")
 
 
@@ -25,6 +25,14 @@ def bootstrap(args: argparse.Namespace) -> str:
     from stream.settings import Settings
 
     return getattr(args, "bootstrap", None) or Settings.from_env().kafka_bootstrap
+
+
+FORMAT_HELP = "input format: taobao (UserBehavior CSV) or s3rec (sequences); default: detected from the file"
+CHECKPOINT_HELP = "checkpoint directory (default: %(default)s)"
+
+
+def add_loglevel(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--loglevel", default="warn", choices=LOGLEVELS, help="log level (default: %(default)s)")
 
 
 def run_app(app: faust.App, loglevel: str) -> int:

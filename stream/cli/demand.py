@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from stream.cli.common import LOGLEVELS, run_app
+from stream.cli.common import add_loglevel, run_app
 
 
 def add(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def add(subparsers: argparse._SubParsersAction) -> None:
         "serve /demand/top-movers. Window sizes: SHIFTWATCH_DEMAND_* (docs/configuration.md); Kafka and state "
         "settings as for the worker.",
     )
-    parser.add_argument("--loglevel", default="warn", choices=LOGLEVELS)
+    add_loglevel(parser)
     parser.set_defaults(handler=_demand)
 
 

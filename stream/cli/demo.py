@@ -17,8 +17,13 @@ def add(subparsers: argparse._SubParsersAction) -> None:
         "shifts, end with a summary (categories gaining and losing interest, triggers fired, demand windows), stop "
         "everything.",
     )
-    parser.add_argument("--checkpoint", type=Path, default=Path("checkpoints/taobao"), help="(default: %(default)s)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="(default: %(default)s)")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=Path("checkpoints/taobao"),
+        help="checkpoint to serve; trained and calibrated first if missing (default: %(default)s)",
+    )
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="event log to replay (default: %(default)s)")
     parser.set_defaults(handler=_demo)
 
 

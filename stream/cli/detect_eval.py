@@ -22,7 +22,7 @@ def add(subparsers: argparse._SubParsersAction) -> None:
             "where the worker loads it."
         ),
     )
-    add_checkpoint_and_data(parser, "(default: %(default)s)")
+    add_checkpoint_and_data(parser, "event log to splice and label histories from (default: %(default)s)")
     parser.add_argument("--report", type=Path, help="Markdown report to write (two PNG plots land beside it)")
     parser.add_argument(
         "--tolerance",
@@ -37,7 +37,7 @@ def add(subparsers: argparse._SubParsersAction) -> None:
         help="spliced histories per split, and as many controls (default: %(default)s)",
     )
     parser.add_argument("--users", type=int, help="use only the first N users of the log")
-    parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the spliced histories (default: %(default)s)")
     parser.add_argument("--workers", type=int, help="processes for the parameter search (default: up to 4 CPUs)")
     parser.add_argument(
         "--no-save-detector", action="store_true", help="do not write detector.json into the checkpoint"

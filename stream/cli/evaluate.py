@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from stream.cli.common import FORMAT_HELP
+
 
 def add(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -13,9 +15,11 @@ def add(subparsers: argparse._SubParsersAction) -> None:
         help="compare a checkpoint with the baselines on its test split",
         description="Evaluate a checkpoint on the test split it was trained for, against streaming baselines.",
     )
-    parser.add_argument("--checkpoint", required=True, type=Path)
-    parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--format", choices=["taobao", "s3rec"])
+    parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint directory to evaluate")
+    parser.add_argument(
+        "--data", required=True, type=Path, help="the event log it was trained on (its test split is scored)"
+    )
+    parser.add_argument("--format", choices=["taobao", "s3rec"], help=FORMAT_HELP)
     parser.add_argument("--json", required=True, type=Path, help="where to write the results JSON")
     parser.add_argument("--report", type=Path, help="Markdown report to write (a PNG plot lands beside it)")
     parser.set_defaults(handler=_evaluate)

@@ -18,7 +18,7 @@ def add(subparsers: argparse._SubParsersAction) -> None:
         "caches and publishes a tombstone for them on the compacted interest.updates; the triggers service deletes "
         "their rate-limit row. Shifts already published age out with interest.shifts' retention.",
     )
-    parser.add_argument("user_id")
+    parser.add_argument("user_id", help="the user's raw id, as in their events")
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP or settings)")
     parser.set_defaults(handler=_forget)
 

@@ -6,13 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from stream.cli.common import DEFAULT_DATA, bootstrap
+from stream.cli.common import DEFAULT_DATA, FORMAT_HELP, bootstrap
 
 
 def add(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("replay", help="produce an event log into clickstream.events in event-time order")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="(default: %(default)s)")
-    parser.add_argument("--format", choices=["taobao", "s3rec"])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="event log to replay (default: %(default)s)")
+    parser.add_argument("--format", choices=["taobao", "s3rec"], help=FORMAT_HELP)
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP or settings)")
     pace = parser.add_mutually_exclusive_group()
     pace.add_argument("--rate", type=float, help="events per second")

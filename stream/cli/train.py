@@ -1,11 +1,14 @@
-"""``shiftwatch train``: fit the interest model on an event log."""
+"""``shiftwatch train``: fit the interest model on an event log, then calibrate its shift detector."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
+
+CALIBRATION_SHARE = 0.3  # of --max-minutes, left for calibrating the detector after training
 
 
 def add(subparsers: argparse._SubParsersAction) -> None:
@@ -14,7 +17,10 @@ def add(subparsers: argparse._SubParsersAction) -> None:
         help="train the interest model on an event log",
         description=(
             "Train the interest Transformer. Logs with timestamps are split by time "
-            "(train < T1 <= validation < T2 <= test); order-only logs leave-one-out."
+            "(train < T1 <= validation < T2 <= test); order-only logs leave-one-out. Then tune and calibrate "
+            "the shift detector on spliced validation histories and save it beside the checkpoint "
+            "(detector.json), so that a worker serving the checkpoint gives every shift a confidence; "
+            "`shiftwatch detect-eval` does the full evaluation and retunes it."
         ),
     )
     parser.add_argument("--data", required=True, type=Path, help="Taobao CSV or S3-Rec sequence file (.gz ok)")
@@ -26,10 +32,24 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--patience", type=int, help="epochs without validation gain before stopping (default 10)")
     parser.add_argument("--batch-size", type=int, help="sequence pieces per step (default 64)")
     parser.add_argument("--learning-rate", type=float, help="AdamW learning rate (default 1e-3)")
-    parser.add_argument("--max-minutes", type=float, help="wall-clock budget for training")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        help="wall-clock budget for the whole command; calibration gets the last "
+        f"{round(CALIBRATION_SHARE * 100)}%% of it (default: none)",
+    )
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument("--model", default="{}", help="model config overrides as JSON, e.g. '{\"window\": 32}'")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--calibration-histories",
+        type=int,
+        default=100,
+        help="spliced validation histories (and as many controls) to calibrate the detector on (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-calibrate", action="store_true", help="skip the detector: shifts then carry confidence null"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(handler=_train)
 
 
@@ -50,18 +70,30 @@ def _train(args: argparse.Namespace) -> int:
     )
     overrides = {
         name: getattr(args, name)
-        for name in ("epochs", "patience", "batch_size", "learning_rate", "max_minutes", "seed")
+        for name in ("epochs", "patience", "batch_size", "learning_rate", "seed")
         if getattr(args, name) is not None
     }
+    if args.max_minutes is not None:
+        overrides["max_minutes"] = args.max_minutes * (1 if args.no_calibrate else 1 - CALIBRATION_SHARE)
     config = replace(TrainConfig(), **overrides)
     result = train(log, split, json.loads(args.model), config, progress=not args.quiet)
     version = save_checkpoint(result.checkpoint, args.out)
+    detector = None
+    if not args.no_calibrate:
+        from model.online.detector import save_detector
+        from model.shift_eval.harness import calibrated_detector
+
+        started = time.monotonic()
+        tuned, provenance = calibrated_detector(result.checkpoint, log, args.calibration_histories)
+        detector = str(save_detector(tuned, args.out, provenance))
+        print(f"detector tuned and calibrated in {time.monotonic() - started:.0f} s: {detector}", file=sys.stderr)
     summary = {
         "checkpoint": str(args.out),
         "model_version": version,
         "split": split.to_dict(),
         **result.checkpoint.training,
         "validation": result.checkpoint.metrics["validation"],
+        "detector": detector,
     }
     print(json.dumps(summary, indent=1))
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stream.cli.common import LOGLEVELS, run_app
+from stream.cli.common import add_loglevel, run_app
 
 
 def add(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def add(subparsers: argparse._SubParsersAction) -> None:
         "marketing.triggers, at most one per user and rule per cooldown. Kafka and state settings as for the worker.",
     )
     parser.add_argument("--rules", required=True, type=Path, help="TOML rules file; refused at start when invalid")
-    parser.add_argument("--loglevel", default="warn", choices=LOGLEVELS)
+    add_loglevel(parser)
     parser.set_defaults(handler=_triggers)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from stream.cli.common import LOGLEVELS, run_app
+from stream.cli.common import add_loglevel, run_app
 
 
 def add(subparsers: argparse._SubParsersAction) -> None:
@@ -14,7 +14,7 @@ def add(subparsers: argparse._SubParsersAction) -> None:
         description="Consume clickstream.events, publish interest.updates and interest.shifts. Configure with "
         "KAFKA_BOOTSTRAP and SHIFTWATCH_* variables (docs/configuration.md).",
     )
-    parser.add_argument("--loglevel", default="warn", choices=LOGLEVELS)
+    add_loglevel(parser)
     parser.set_defaults(handler=_worker)
 
 

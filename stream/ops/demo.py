@@ -70,19 +70,13 @@ def ensure_detector(config: DemoConfig, log: EventLog) -> None:
             f"shift detector: {config.checkpoint / DETECTOR_FILE} (make detect-eval retunes it with the full evaluation)"
         )
         return
-    from model.shift_eval.harness import EvalSettings, spliced_split, tune_transformer, with_inputs
+    from model.shift_eval.harness import calibrated_detector
 
     print(
         f"shift detector: none for this checkpoint; tuning one on {config.tuning_histories} spliced validation histories"
     )
-    settings = EvalSettings(spliced=config.tuning_histories)
-    validation = with_inputs(checkpoint, log, spliced_split(log, "validation", settings), settings)
-    detector = tune_transformer(validation, settings)
-    save_detector(
-        detector,
-        config.checkpoint,
-        {"dataset": log.name, "tuned_on": f"{len(validation)} spliced validation histories (demo)"},
-    )
+    detector, provenance = calibrated_detector(checkpoint, log, config.tuning_histories)
+    save_detector(detector, config.checkpoint, provenance)
 
 
 def describe(shift: dict) -> str:

@@ -34,6 +34,17 @@ class Loaded:
         calibrated = "yes" if self.detector.calibration is not None else "no"
         return {"model_version": self.checkpoint.model_version, "detector_calibrated": calibrated}
 
+    @property
+    def warnings(self) -> list[str]:
+        """What an operator should fix in what is served (``/readyz`` and the start log say it)."""
+        if self.detector.calibration is None:
+            return [
+                "the shift detector is uncalibrated: every shift has confidence null and rules with min_confidence "
+                "never fire; run `shiftwatch detect-eval --checkpoint <dir>` (or `shiftwatch train`, which "
+                "calibrates by default)"
+            ]
+        return []
+
 
 class CheckpointWatcher:
     """``poll()`` returns the directory's checkpoint once its version differs from ``current``."""

@@ -9,7 +9,8 @@
                                probabilities after each, recomputed over that window
 ``GET /shifts/recent``         this worker's latest shifts (``?limit=N``)
 ``GET /shifts/stream``         server-sent events: each shift as it is published
-``GET /stats``                 counters and latency quantiles for the dashboard
+``GET /stats``                 counters and the latency histogram for the dashboard
+``GET /categories``            category names (``SHIFTWATCH_CATEGORY_NAMES``), for labels
 ``GET /dashboard``             the live dashboard (static HTML and JS)
 =============================  ======================================================
 
@@ -23,6 +24,7 @@ forgot: the same 404.
 from __future__ import annotations
 
 import asyncio
+import csv
 import functools
 import hmac
 import json
@@ -64,6 +66,7 @@ def add_views(
 ) -> None:
     """``serving()``: the checkpoint and detector the worker serves now (they change on a hot-swap)."""
     guarded = token_guard(settings.api_token)
+    names = load_category_names(Path(settings.category_names)) if settings.category_names else {}
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
@@ -73,7 +76,7 @@ def add_views(
     async def readyz(web: Any, request: Any) -> Any:
         """The model is loaded before the app exists; ready once the tables are recovered."""
         ready = recovered(app) and not app.rebalancing
-        body = {"ready": ready, **serving().info}
+        body = {"ready": ready, **serving().info, "warnings": serving().warnings}
         return web.json(body, status=200 if ready else 503)
 
     def user_page(suffix: str) -> Callable[[UserAnswer], UserAnswer]:
@@ -154,6 +157,10 @@ def add_views(
     async def stats(web: Any, request: Any) -> Any:
         return web.json(snapshot(registry))
 
+    @app.page("/categories")
+    async def categories(web: Any, request: Any) -> Any:
+        return web.json({"names": names})
+
     @app.page("/dashboard")
     async def dashboard(web: Any, request: Any) -> Any:
         return web.html(DASHBOARD.read_text())
@@ -217,28 +224,47 @@ def timeline(checkpoint: Checkpoint, user_id: str, state: UserState) -> dict[str
     }
 
 
+def load_category_names(path: Path) -> dict[str, str]:
+    """``id -> name`` from a CSV file of ``id,name`` rows (a first row ``id,name`` is a header).
+
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
+    ...     _ = f.write('id,name\\n4756105,Smartphones\\n982926,"Shoes, running"\\n')
+    >>> load_category_names(Path(f.name))
+    {'4756105': 'Smartphones', '982926': 'Shoes, running'}
+    """
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"SHIFTWATCH_CATEGORY_NAMES={str(path)!r}: {error}") from None
+    if rows and [cell.strip().lower() for cell in rows[0]] == ["id", "name"]:
+        rows = rows[1:]
+    names = {}
+    for line, row in enumerate(rows, start=1):
+        if len(row) != 2 or not row[0].strip():
+            raise ValueError(f"SHIFTWATCH_CATEGORY_NAMES={str(path)!r}: row {line} is not `id,name`: {row!r}")
+        names[row[0].strip()] = row[1].strip()
+    return names
+
+
 def snapshot(registry: CollectorRegistry) -> dict[str, object]:
-    """Totals and latency quantiles (from the histogram buckets) for the dashboard's sparklines:
-    one pass over the registry (a collection asks every collector, the lag's included)."""
+    """Totals and the ingest-to-publish histogram (cumulative bucket counts) for the dashboard:
+    one pass over the registry (a collection asks every collector, the lag's included). The
+    dashboard takes quantiles over the last minute from the difference of two snapshots."""
     samples = [sample for family in registry.collect() for sample in family.samples]
 
     def total(name: str, **labels: str) -> float:
         return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
     buckets = [
-        (float(s.labels["le"]), s.value) for s in samples if s.name == "shiftwatch_ingest_to_publish_seconds_bucket"
+        [float(s.labels["le"]), s.value] for s in samples if s.name == "shiftwatch_ingest_to_publish_seconds_bucket"
     ]
-
-    def quantile(q: float) -> float | None:
-        count = buckets[-1][1] if buckets else 0.0
-        return next(bound for bound, seen in buckets if seen >= q * count) if count else None
-
     return {
         "time": time.time(),
         "accepted": total("shiftwatch_events_total", outcome="accepted"),
         "updates": total("shiftwatch_updates_published_total"),
         "shifts": total("shiftwatch_shifts_published_total"),
         "dead_letters": total("shiftwatch_dead_letters_total"),
-        "latency_p50_s": quantile(0.5),
-        "latency_p99_s": quantile(0.99),
+        "latency_buckets": buckets,
     }

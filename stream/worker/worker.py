@@ -76,15 +76,10 @@ class Worker:
         self.settings = settings
         checkpoint = load_checkpoint(settings.checkpoint)
         detector = load_detector(settings.checkpoint, checkpoint.model_version)
-        if detector.calibration is None:
-            log.warning(
-                "Serving an uncalibrated shift detector from %s: every shift has confidence null and "
-                "confidence rules never fire. Run `shiftwatch detect-eval --checkpoint %s` to calibrate it.",
-                settings.checkpoint,
-                settings.checkpoint,
-            )
         self.pipeline = InterestPipeline(checkpoint, settings, detector)
         self.serving = Loaded(checkpoint, detector)  # what the views and shiftwatch_model_info describe
+        for warning in self.serving.warnings:
+            log.warning("Serving %s: %s", settings.checkpoint, warning)
         if settings.processing_guarantee == "exactly_once":
             # The local store may hold writes of transactions a crash aborted; rebuild it from the
             # changelog, which a transactional reader sees without them.

@@ -66,8 +66,13 @@ def wait_ready(port: int, timeout: float = 120.0) -> None:
     raise AssertionError("the worker never became ready")
 
 
-def test_dashboard_shows_live_shifts_and_a_drill_down(kafka_bootstrap, worker_factory, stream_log, browser) -> None:
-    worker = worker_factory(batch_size="16").start()
+def test_dashboard_shows_live_shifts_and_a_drill_down(
+    kafka_bootstrap, worker_factory, stream_log, browser, tmp_path
+) -> None:
+    categories = sorted({c for user in stream_log.users for c in user.categories})
+    names = tmp_path / "names.csv"
+    names.write_text("id,name\n" + "".join(f"{c},Aisle {c}\n" for c in categories))
+    worker = worker_factory(batch_size="16", category_names=str(names)).start()
     wait_ready(worker.web_port)
     browser.get(f"http://127.0.0.1:{worker.web_port}/dashboard")
     WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "connection").text == "feed: live")
@@ -78,6 +83,7 @@ def test_dashboard_shows_live_shifts_and_a_drill_down(kafka_bootstrap, worker_fa
     WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#flow-matrix td.cell"))
     users = {link.get_attribute("data-user") for link in browser.find_elements(By.CSS_SELECTOR, "a.user")}
     assert users <= {u.user_id for u in stream_log.users}
+    assert "Aisle " in browser.find_element(By.CSS_SELECTOR, "#flow-matrix").text, "categories by name"
 
     link = browser.find_elements(By.CSS_SELECTOR, "a.user")[-1]  # the oldest shift in the feed
     user = link.get_attribute("data-user")
@@ -87,7 +93,20 @@ def test_dashboard_shows_live_shifts_and_a_drill_down(kafka_bootstrap, worker_fa
     # the row that holds the shift is written just after the shift is published; the chart refreshes
     WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#drilldown line.shift-marker"))
     WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "throughput-value").text not in ("", "-"))
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#drilldown text.axis")) >= 7, "both axes, ticked and titled"
 
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "dashboard.png"
     assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
+
+    # A page opened later back-fills the latest shifts with the time each was published, not its own.
+    time.sleep(2)
+    browser.refresh()
+    WebDriverWait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.shift-row")) >= 5)
+    shown, published, loaded = browser.execute_script(
+        "const row = document.querySelector('tr.shift-row'); const shift = shifts[shifts.length - 1];"
+        "return [row.cells[0].textContent, new Date(shift.published_at).toLocaleTimeString(), performance.timeOrigin];"
+    )
+    assert shown == published
+    oldest = browser.execute_script("return shifts[0].published_at")
+    assert oldest < loaded - 1000, "the back-filled shifts keep their own times"

@@ -140,10 +140,10 @@ def test_replayed_events_give_one_exact_update_each_and_bad_ones_go_to_dead_lett
     assert metrics[("shiftwatch_table_rows", ())] == len(stream_log.users)  # first counted at this scrape
     assert sum(v for (name, _), v in metrics.items() if name == "shiftwatch_consumer_lag") == 0
     assert metrics[("faust_messages_received_total", ())] >= len(mixed)  # Faust's own sensor, same registry
-    assert get_json(worker.web_port, "/readyz") == (
-        200,
-        {"ready": True, "model_version": checkpoint.model_version, "detector_calibrated": "no"},
-    )
+    status, ready = get_json(worker.web_port, "/readyz")
+    assert status == 200 and ready["ready"] is True and ready["model_version"] == checkpoint.model_version
+    assert ready["detector_calibrated"] == "no" and "uncalibrated" in ready["warnings"][0]  # said loudly
+    assert "uncalibrated" in worker.log.read_text()
 
     # user queries: answered from the user's row
     last_shift = {s["user_id"]: s for s in sorted(expected.values(), key=lambda s: s["sequence_length"])}
