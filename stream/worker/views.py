@@ -249,7 +249,8 @@ def load_category_names(path: Path) -> dict[str, str]:
 
 
 def snapshot(registry: CollectorRegistry) -> dict[str, object]:
-    """Totals and the ingest-to-publish histogram (cumulative bucket counts) for the dashboard:
+    """Totals and the ingest-to-publish histogram (cumulative counts by upper bound, ``None`` for
+    the last, unbounded bucket) for the dashboard:
     one pass over the registry (a collection asks every collector, the lag's included). The
     dashboard takes quantiles over the last minute from the difference of two snapshots."""
     samples = [sample for family in registry.collect() for sample in family.samples]
@@ -257,8 +258,9 @@ def snapshot(registry: CollectorRegistry) -> dict[str, object]:
     def total(name: str, **labels: str) -> float:
         return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
+    bound = lambda le: None if le == "+Inf" else float(le)  # noqa: E731 - JSON has no infinity
     buckets = [
-        [float(s.labels["le"]), s.value] for s in samples if s.name == "shiftwatch_ingest_to_publish_seconds_bucket"
+        [bound(s.labels["le"]), s.value] for s in samples if s.name == "shiftwatch_ingest_to_publish_seconds_bucket"
     ]
     return {
         "time": time.time(),

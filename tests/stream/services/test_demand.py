@@ -252,6 +252,6 @@ def test_demand_windows_from_a_replayed_history_match_the_shifts(
             assert samples[("shiftwatch_demand_published_total", (("window", kind),))] == count
         assert any(name.startswith("faust_") for name, _ in samples), "Faust's sensor next to the service's counters"
     assert stats["open_windows"] == 1 + HOPPING_S // HOP_S, "the flush category's"
-    current = get_json(service, "/window/top-movers?window=tumbling")
+    current = get_json(service, "/demand/top-movers?window=tumbling")
     assert current["window_start"] == later - later % (TUMBLING_S * 1000) and not current["falling"]
     assert [(m["category_id"], m["users_in"]) for m in current["rising"]] == [("flush", len(flushes))]

@@ -52,8 +52,11 @@ def test_user_pages_need_the_token_and_nothing_else_serves_rows(kafka_bootstrap,
         assert status_of(port, path, "a-wrong-token") == 401, path
         assert status_of(port, path, TOKEN) == 200, path
     assert status_of(port, "/shifts/stream") == 401
-    for path in ("/metrics", "/healthz", "/readyz", "/stats", "/dashboard"):
+    for path in ("/metrics", "/healthz", "/readyz", "/stats", "/categories", "/dashboard"):
         assert status_of(port, path) == 200, path
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as response:
+        stats = json.loads(response.read(), parse_constant=lambda name: pytest.fail(f"/stats holds {name}: not JSON"))
+    assert stats["latency_buckets"][-1][0] is None and stats["latency_buckets"][-1][1] == len(stream)
     assert status_of(port, "/table/users/") == 404, "Faust's table view is off"
 
     request = urllib.request.Request(
