@@ -44,7 +44,7 @@ detect-eval: install
 
 # Item-level check against published SASRec / S3-Rec figures (leave-one-out, full ranking).
 bench-beauty: install
-	$(BIN)/shiftwatch train --data data/amazon-beauty/Beauty.txt.gz --out checkpoints/beauty --max-minutes 40
+	$(BIN)/shiftwatch train --data data/amazon-beauty/Beauty.txt.gz --out checkpoints/beauty --max-minutes 60 --no-calibrate
 	$(BIN)/shiftwatch evaluate --checkpoint checkpoints/beauty --data data/amazon-beauty/Beauty.txt.gz \
 		--json bench/results/beauty.json --report bench/results/beauty.md
 

@@ -62,7 +62,7 @@ def sample(data: Path, checkpoint: Path, seconds: int, warmup_s: float, rate: in
         ).start()
         time.sleep(warmup_s)
         raw = Path(tempfile.mkstemp(prefix="shiftwatch-samples-", suffix=".txt")[1])
-        pid = str(worker.process.pid)  # type: ignore[union-attr]
+        pid = str(worker.pid)
         command = [
             spy,
             "record",

@@ -122,7 +122,7 @@ def run_soak(
                         {
                             "seconds": round(time.monotonic() - started, 1),
                             "events": done,
-                            "rss_mb": round(rss_mb(worker.process.pid), 1),  # type: ignore[union-attr]
+                            "rss_mb": round(rss_mb(worker.pid), 1),
                             "table_rows": int(metrics.get("shiftwatch_table_rows", 0)),
                             "users_expired": int(metrics.get("shiftwatch_users_expired_total", 0)),
                             "cache_users": int(metrics.get("shiftwatch_active_users", 0)),

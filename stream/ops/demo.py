@@ -107,7 +107,7 @@ async def follow(bootstrap: str, expected: int, config: DemoConfig, worker: Work
     try:
         while counts["updates"] < expected:
             if worker.exited():
-                raise RuntimeError(f"the worker exited with {worker.process.returncode}; see {worker.log}")  # type: ignore[union-attr]
+                raise RuntimeError(f"the worker exited with {worker.returncode}; see {worker.log}")
             if time.monotonic() - started > config.timeout_s:
                 raise TimeoutError(f"only {counts['updates']:,} of {expected:,} updates after {config.timeout_s:g} s")
             for tp, records in (await consumer.getmany(timeout_ms=200, max_records=5000)).items():
@@ -150,7 +150,7 @@ def wait_for_shifts(services: dict[str, WorkerProcess], shifts: int, timeout_s: 
         stats = {}
         for name, service in services.items():
             if service.exited():
-                raise RuntimeError(f"shiftwatch {name} exited with {service.process.returncode}; see {service.log}")  # type: ignore[union-attr]
+                raise RuntimeError(f"shiftwatch {name} exited with {service.returncode}; see {service.log}")
             try:
                 stats[name] = service_stats(service, paths[name])
             except OSError:
@@ -227,7 +227,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> int:
             "demand": start("demand", ("demand",)),
         }
         web = f"http://127.0.0.1:{worker.web_port}"
-        print(f"worker: pid {worker.process.pid}; live dashboard at {web}/dashboard, metrics at {web}/metrics")  # type: ignore[union-attr]
+        print(f"worker: pid {worker.pid}; live dashboard at {web}/dashboard, metrics at {web}/metrics")
         print(
             f"downstream: shiftwatch triggers ({config.rules}), shiftwatch demand "
             f"(top movers at http://127.0.0.1:{downstream['demand'].web_port}/demand/top-movers)"

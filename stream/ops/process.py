@@ -32,6 +32,21 @@ class WorkerProcess:
     def web_port(self) -> int:
         return int(self.env[ENVIRONMENT["web_port"]])
 
+    @property
+    def running(self) -> subprocess.Popen:
+        """The child process; an error before :meth:`start`."""
+        if self.process is None:
+            raise RuntimeError(f"shiftwatch {self.command[0]} has not been started")
+        return self.process
+
+    @property
+    def pid(self) -> int:
+        return self.running.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.running.returncode
+
     def start(self) -> WorkerProcess:
         with open(self.log, "ab") as handle:
             command = [sys.executable, "-m", "stream.cli.main", *self.command, "--loglevel", self.loglevel]

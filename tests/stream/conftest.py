@@ -168,10 +168,12 @@ async def _consume(
         done = until or (lambda records: len(records) >= count)
         while not done(got) and loop.time() < deadline:
             if worker is not None and worker.exited():
-                raise AssertionError(f"the worker exited with {worker.process.returncode}:\n{worker.tail()}")  # type: ignore[union-attr]
+                raise AssertionError(f"the worker exited with {worker.returncode}:\n{worker.tail()}")
             batches = await consumer.getmany(timeout_ms=500)
             for records in batches.values():
                 got.extend(records)
+        if until is not None and not until(got):
+            raise AssertionError(f"{topic}: the awaited records did not come within {timeout:g} s ({len(got)} read)")
         # anything beyond ``count`` that is already there would be a bug: give it a moment
         batches = await consumer.getmany(timeout_ms=1500)
         for records in batches.values():
@@ -201,8 +203,9 @@ def consume(
     until: Callable[[list], bool] | None = None,
     isolation_level: str = "read_uncommitted",
 ) -> list:
-    """Records of ``topic`` from the start until ``count`` arrived (or ``until(records)``
-    holds, or ``timeout``), plus any stragglers; ``read_committed`` skips aborted transactions."""
+    """Records of ``topic`` from the start until ``count`` arrived (or ``timeout``: the caller
+    checks the count), or until ``until(records)`` holds (failing after ``timeout``), plus any
+    stragglers; ``read_committed`` skips aborted transactions."""
     return asyncio.run(_consume(bootstrap, topic, count, timeout, worker, until, isolation_level))
 
 

@@ -109,3 +109,11 @@ def test_sampled_softmax_trains_when_the_item_vocabulary_is_large(small_log, spl
     config = TrainConfig(epochs=1, batch_size=16, max_outputs=64, full_softmax_max_items=10, sampled_negatives=32)
     result = train(small_log, split, TINY_MODEL, config, progress=False)
     assert np.isfinite(result.history[0]["loss"])
+
+
+def test_the_time_budget_leaves_room_for_the_refit(small_log, split) -> None:
+    """A budget that one epoch already spends stops selection there, and the refit is one epoch:
+    selection never runs an epoch whose refit would not fit."""
+    budgeted = TrainConfig(epochs=50, patience=50, batch_size=16, max_outputs=64, seed=7, max_minutes=1e-6)
+    result = train(small_log, split, TINY_MODEL, budgeted, progress=False)
+    assert result.checkpoint.training["epochs_run"] == 1 and result.checkpoint.training["best_epoch"] == 1

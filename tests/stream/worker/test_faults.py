@@ -101,7 +101,7 @@ def test_fuzzed_input_never_crashes_the_worker_and_nothing_vanishes(kafka_bootst
         (None, b""),
     ]
     worker = worker_factory(batch_size="256").start()
-    pid = worker.process.pid
+    pid = worker.pid
     produce(kafka_bootstrap, EVENTS.name, messages)
 
     def settled(records: list) -> bool:
@@ -145,7 +145,7 @@ def test_fuzzed_input_never_crashes_the_worker_and_nothing_vanishes(kafka_bootst
         validator(INVALID).validate(letter)
     assert all(letter["detail"] for letter in letters)
     assert len(consume(kafka_bootstrap, UPDATES.name, int(outcomes["accepted"]), worker=worker)) == outcomes["accepted"]
-    assert worker.process.pid == pid and not worker.exited(), "the worker never restarted"
+    assert worker.pid == pid and not worker.exited(), "the worker never restarted"
     assert "Traceback" not in worker.tail(10**7)
 
 
@@ -219,7 +219,7 @@ def test_after_a_broker_restart_the_worker_carries_on_and_loses_nothing(
     stream = raw_messages(stream_log)
     first, second = stream[: len(stream) // 2], stream[len(stream) // 2 :]
     worker = worker_factory(batch_size="16").start()
-    pid = worker.process.pid
+    pid = worker.pid
     produce(kafka_bootstrap, EVENTS.name, first)
     consume(kafka_bootstrap, UPDATES.name, len(first) // 3, worker=worker)  # mid-stream
     kafka_broker.stop()
@@ -229,7 +229,7 @@ def test_after_a_broker_restart_the_worker_carries_on_and_loses_nothing(
     produce(kafka_bootstrap, EVENTS.name, second)
     updates = all_updates(kafka_bootstrap, stream, worker)
     check_every_event_has_its_exact_update(updates, stream_log, checkpoint)
-    assert worker.process.pid == pid and not worker.exited(), "the same worker process reconnected"
+    assert worker.pid == pid and not worker.exited(), "the same worker process reconnected"
 
 
 @pytest.mark.kafka
@@ -354,7 +354,7 @@ def test_a_message_whose_admission_raises_is_dead_lettered_and_its_batch_goes_on
     )
     produce_to(kafka_bootstrap, changelog, partition_of(victim), victim, b"{not a row")
     worker = worker_factory(batch_size="512").start()
-    pid = worker.process.pid
+    pid = worker.pid
     produce(kafka_bootstrap, EVENTS.name, stream)
     others = [(k, v) for k, v in stream if k != victim]
     updates = consume(kafka_bootstrap, UPDATES.name, len(others), worker=worker)
@@ -365,4 +365,4 @@ def test_a_message_whose_admission_raises_is_dead_lettered_and_its_batch_goes_on
     letters = [json.loads(r.value) for r in consume(kafka_bootstrap, INVALID.name, victims, worker=worker)]
     assert len(letters) == victims and {letter["reason"] for letter in letters} == {"internal_error"}
     assert letters[0]["detail"].startswith("JSONDecodeError")
-    assert worker.process.pid == pid and not worker.exited() and "Traceback" not in worker.tail(10**7)
+    assert worker.pid == pid and not worker.exited() and "Traceback" not in worker.tail(10**7)
