@@ -118,7 +118,7 @@ class Settings:
     api_token: str = setting(
         "",
         "Bearer token every user-level endpoint requires (`Authorization: Bearer <token>`; 401 without it): "
-        "/users/..., /shifts/recent, /shifts/stream. /metrics, /healthz, /readyz, /stats and /dashboard stay open. "
+        "/users/..., /shifts/recent, /shifts/stream. /metrics, /healthz, /readyz, /stats, /categories and /dashboard stay open. "
         "Empty: no token, allowed only while the server listens on loopback.",
     )
     sse_subscribers: int = setting(16, "Most clients following /shifts/stream at once; more are answered 503.")

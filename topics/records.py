@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Self
+from typing import Literal, Self, get_args
 
 import msgspec
 
@@ -157,8 +157,7 @@ EARLIEST_MS = 946_684_800_000
 SECONDS_CUTOFF = 100_000_000_000
 """An input ``ts`` below this is epoch seconds, from it epoch milliseconds."""
 
-DEAD_LETTER_REASONS: tuple[str, ...] = (
-    # the input's refusals (stream.validation.REASONS)
+InputRefusal = Literal[
     "not_json",
     "too_deep",
     "number_out_of_range",
@@ -172,6 +171,11 @@ DEAD_LETTER_REASONS: tuple[str, ...] = (
     "late",
     "wrong_key",
     "conflicting_duplicate",
+]
+"""Why the worker refuses an input message (:mod:`stream.worker.validation` decides)."""
+
+DEAD_LETTER_REASONS: tuple[str, ...] = (
+    *get_args(InputRefusal),
     # a bug while admitting one message; a forget request naming no user; not a shift on interest.shifts
     "internal_error",
     "forget_without_key",

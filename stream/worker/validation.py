@@ -35,29 +35,14 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 
 from model.data.events import canonical_event_type
-from topics.records import EARLIEST_MS, SECONDS_CUTOFF, ClickEvent
+from topics.records import EARLIEST_MS, SECONDS_CUTOFF, ClickEvent, InputRefusal
 
-Reason = Literal[
-    "not_json",
-    "too_deep",
-    "number_out_of_range",
-    "invalid_unicode",
-    "not_object",
-    "missing_field",
-    "wrong_type",
-    "oversized",
-    "unknown_event_type",
-    "bad_timestamp",
-    "late",
-    "wrong_key",
-    "conflicting_duplicate",
-]
-REASONS: tuple[str, ...] = get_args(Reason)
+REASONS: tuple[str, ...] = get_args(InputRefusal)
 ID_FIELDS = ("event_id", "user_id", "item_id", "category_id")
 FUTURE_TOLERANCE_MS = 24 * 3600 * 1000
 MAX_DEPTH = 16
@@ -72,14 +57,14 @@ _OPEN[[ord("]"), ord("}")]] = -1
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    reason: Reason
+    reason: InputRefusal
     detail: str
 
 
 class _Refused(Exception):
     """Raised by the parser's hooks to stop at the first bad literal."""
 
-    def __init__(self, reason: Reason, detail: str):
+    def __init__(self, reason: InputRefusal, detail: str):
         super().__init__(detail)
         self.rejection = Rejection(reason, detail)
 
