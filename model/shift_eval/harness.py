@@ -78,6 +78,7 @@ class EvalSettings:
     detector: DetectorSettings = DetectorSettings()  # guards and sizes shared by all detectors
     grids: dict[str, Grid] = field(default_factory=lambda: GRIDS)
     workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    progress: bool = True  # progress bars on stderr
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,9 @@ def with_inputs(
 ) -> list[TrackInputs]:
     """Everything the detectors read, computed once per track."""
     shared = settings.detector
-    distributions = recent_interest_along(checkpoint, [t.sequence for t in tracks], shared.recent_events, shared.top_m)
+    distributions = recent_interest_along(
+        checkpoint, [t.sequence for t in tracks], shared.recent_events, shared.top_m, progress=settings.progress
+    )
     markov = markov_for(checkpoint, log)
     return [TrackInputs(t, d, markov.surprisal(t.sequence.categories)) for t, d in zip(tracks, distributions)]
 
@@ -162,10 +165,11 @@ def score_jobs(
     work = functools.partial(_score_job, shared=settings.detector, tolerance=settings.tolerance)
     try:
         if settings.workers <= 1:
-            return {job: work(job) for job in tqdm(jobs, desc=desc, leave=False)}
+            return {job: work(job) for job in tqdm(jobs, desc=desc, leave=False, disable=not settings.progress)}
         # fork: the children read the inputs without pickling them (and never run torch)
         with multiprocessing.get_context("fork").Pool(settings.workers) as pool:
-            return dict(zip(jobs, tqdm(pool.imap(work, jobs), total=len(jobs), desc=desc, leave=False)))
+            bar = tqdm(pool.imap(work, jobs), total=len(jobs), desc=desc, leave=False, disable=not settings.progress)
+            return dict(zip(jobs, bar))
     finally:
         _inputs = ()
 
@@ -250,11 +254,13 @@ def reliability(
     return {"bins": table, "ece": float(ece), "brier": brier, "alarms": len(truth)}
 
 
-def calibrated_detector(checkpoint: Checkpoint, log: EventLog, histories: int) -> tuple[ShiftDetector, dict[str, Any]]:
+def calibrated_detector(
+    checkpoint: Checkpoint, log: EventLog, histories: int, progress: bool = True
+) -> tuple[ShiftDetector, dict[str, Any]]:
     """The transformer detector tuned and calibrated on ``histories`` spliced validation
     histories (and as many controls), with its provenance: what ``shiftwatch train`` and the
     demo save when no full ``detect-eval`` has run."""
-    settings = EvalSettings(spliced=histories)
+    settings = EvalSettings(spliced=histories, progress=progress)
     validation = with_inputs(checkpoint, log, spliced_split(log, "validation", settings), settings)
     provenance = {"dataset": log.name, "tuned_on": f"{len(validation)} spliced validation histories"}
     return tune_transformer(validation, settings), provenance

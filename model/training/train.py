@@ -38,7 +38,8 @@ class TrainConfig:
     epochs. The validation events are the most recent before the test ones; the test
     split is never touched. ``max_minutes`` bounds selection and refit together: selection
     stops before an epoch that would leave too little time to refit the best one so far
-    (each refit epoch costs about a selection epoch times the share of extra targets).
+    (each epoch counted at the slowest so far, a refit epoch at that times its share of extra
+    targets).
     """
 
     epochs: int = 200
@@ -177,17 +178,20 @@ def train(
     refit_share = len(refit_pieces) / len(pieces)  # a refit epoch's cost, in selection epochs
     started = time.monotonic()
     deadline = None if config.max_minutes is None else started + 60 * config.max_minutes
+    slowest_epoch = 0.0
     bar = tqdm(range(1, config.epochs + 1), desc=f"train {log.name}", unit="epoch", disable=not progress)
     for epoch in bar:
+        epoch_started = time.monotonic()
         loss = run_epoch(model, optimizer, tokens, pieces, config, rng)
         validation = validation_score(checkpoint, log, tokens)
         history.append({"epoch": epoch, "loss": round(loss, 5), **{f"val_{k}": v for k, v in validation.items()}})
         if validation["ndcg@10"] > best_score:
             best_score, best_state, best_epoch = validation["ndcg@10"], copy.deepcopy(model.state_dict()), epoch
         bar.set_postfix(loss=round(loss, 4), val_ndcg10=validation["ndcg@10"], best=best_epoch)
-        per_epoch = (time.monotonic() - started) / epoch
+        slowest_epoch = max(slowest_epoch, time.monotonic() - epoch_started)
         # the next epoch, and a refit as long as the best one's after it, must end before the deadline
-        out_of_time = deadline is not None and time.monotonic() + per_epoch * (1 + refit_share * best_epoch) > deadline
+        needed = slowest_epoch * (1 + refit_share * best_epoch)
+        out_of_time = deadline is not None and time.monotonic() + needed > deadline
         if epoch - best_epoch >= config.patience or out_of_time:
             break
     bar.close()
