@@ -15,7 +15,10 @@ import functools
 import itertools
 import multiprocessing
 import os
+import random
+import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -146,7 +149,7 @@ def grid(values: Grid) -> list[Params]:
     return [dict(zip(values, combo)) for combo in itertools.product(*values.values())]
 
 
-Job = tuple[str, tuple[tuple[str, float], ...]]  # detector name, parameters (hashable)
+Job = tuple[str, tuple[tuple[str, Any], ...]]  # detector name, parameters (hashable)
 _inputs: Sequence[TrackInputs] = ()  # what forked scorers read, set before the pool forks
 
 
@@ -157,19 +160,33 @@ def _score_job(job: Job, shared: DetectorSettings, tolerance: int) -> DetectionS
 
 
 def score_jobs(
-    jobs: Sequence[Job], inputs: Sequence[TrackInputs], settings: EvalSettings, desc: str
+    jobs: Sequence[Job],
+    inputs: Sequence[TrackInputs],
+    settings: EvalSettings,
+    desc: str,
+    deadline: float | None = None,
 ) -> dict[Job, DetectionScore]:
-    """Score each (detector, parameters) job on ``inputs``, on ``settings.workers`` processes."""
+    """Score each (detector, parameters) job on ``inputs``, on ``settings.workers`` processes;
+    past ``deadline`` (``time.monotonic()``), only the jobs scored so far (at least one)."""
     global _inputs
     _inputs = inputs
     work = functools.partial(_score_job, shared=settings.detector, tolerance=settings.tolerance)
+    scores: dict[Job, DetectionScore] = {}
     try:
-        if settings.workers <= 1:
-            return {job: work(job) for job in tqdm(jobs, desc=desc, leave=False, disable=not settings.progress)}
         # fork: the children read the inputs without pickling them (and never run torch)
-        with multiprocessing.get_context("fork").Pool(settings.workers) as pool:
-            bar = tqdm(pool.imap(work, jobs), total=len(jobs), desc=desc, leave=False, disable=not settings.progress)
-            return dict(zip(jobs, bar))
+        with (
+            multiprocessing.get_context("fork").Pool(settings.workers)
+            if settings.workers > 1
+            else nullcontext() as pool
+        ):
+            results = map(work, jobs) if pool is None else pool.imap(work, jobs)
+            for job, score in zip(
+                jobs, tqdm(results, total=len(jobs), desc=desc, leave=False, disable=not settings.progress)
+            ):
+                scores[job] = score
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+        return scores
     finally:
         _inputs = ()
 
@@ -255,25 +272,31 @@ def reliability(
 
 
 def calibrated_detector(
-    checkpoint: Checkpoint, log: EventLog, histories: int, progress: bool = True
+    checkpoint: Checkpoint, log: EventLog, histories: int, progress: bool = True, deadline: float | None = None
 ) -> tuple[ShiftDetector, dict[str, Any]]:
     """The transformer detector tuned and calibrated on ``histories`` spliced validation
     histories (and as many controls), with its provenance: what ``shiftwatch train`` and the
-    demo save when no full ``detect-eval`` has run."""
+    demo save when no full ``detect-eval`` has run; ``deadline``: see :func:`tune_transformer`."""
     settings = EvalSettings(spliced=histories, progress=progress)
     validation = with_inputs(checkpoint, log, spliced_split(log, "validation", settings), settings)
     provenance = {"dataset": log.name, "tuned_on": f"{len(validation)} spliced validation histories"}
-    return tune_transformer(validation, settings), provenance
+    return tune_transformer(validation, settings, deadline), provenance
 
 
-def tune_transformer(validation: Sequence[TrackInputs], settings: EvalSettings) -> ShiftDetector:
+def tune_transformer(
+    validation: Sequence[TrackInputs], settings: EvalSettings, deadline: float | None = None
+) -> ShiftDetector:
     """The transformer detector alone: tuned for F1 on ``validation``, calibrated on its alarms there.
 
-    What ``detect-eval`` fits for the worker, without the baselines and the test split.
+    What ``detect-eval`` fits for the worker, without the baselines and the test split. With a
+    ``deadline`` the grid is searched in a seeded random order until it passes: the best of the
+    points scored by then.
     """
     options = [("transformer", tuple(p.items())) for p in grid(settings.grids["transformer"])]
-    scores = score_jobs(options, validation, settings, "tuning the transformer detector")
-    best = max(options, key=lambda job: _preference(scores[job]))
+    if deadline is not None:
+        random.Random(settings.seed).shuffle(options)
+    scores = score_jobs(options, validation, settings, "tuning the transformer detector", deadline)
+    best = max(scores, key=lambda job: _preference(scores[job]))
     return calibrated(replace(settings.detector, **dict(best[1])), validation, settings.tolerance)
 
 

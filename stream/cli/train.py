@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 CALIBRATION_SHARE = 0.4  # of --max-minutes, left for calibrating the detector after training
+CALIBRATION_FIT_S = 3.0  # kept after the threshold search for fitting the confidence on its alarms
 
 
 def add(subparsers: argparse._SubParsersAction) -> None:
@@ -86,7 +87,10 @@ def _train(args: argparse.Namespace) -> int:
         from model.shift_eval.harness import calibrated_detector
 
         calibrating = time.monotonic()
-        tuned, provenance = calibrated_detector(result.checkpoint, log, args.calibration_histories, not args.quiet)
+        deadline = None if args.max_minutes is None else started + 60 * args.max_minutes - CALIBRATION_FIT_S
+        tuned, provenance = calibrated_detector(
+            result.checkpoint, log, args.calibration_histories, not args.quiet, deadline
+        )
         detector = str(save_detector(tuned, args.out, provenance))
         print(f"detector tuned and calibrated in {time.monotonic() - calibrating:.0f} s: {detector}", file=sys.stderr)
     summary = {

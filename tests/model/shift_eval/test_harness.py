@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -22,7 +23,7 @@ from model.shift_eval.benchmark import (
     users_of,
 )
 from model.shift_eval.detectors import AlwaysFire, DistributionDetector, MarkovSurprisal, SurprisalDetector, TrackInputs
-from model.shift_eval.harness import DETECTORS, GRIDS, EvalSettings, detect_eval
+from model.shift_eval.harness import DETECTORS, GRIDS, EvalSettings, detect_eval, grid, score_jobs
 from model.shift_eval.scoring import match, score_alarms
 from stream.cli.main import main
 from tests.conftest import TAOBAO_SAMPLE
@@ -161,3 +162,10 @@ def test_detect_eval_end_to_end_on_real_histories(tmp_path, saved_checkpoint) ->
         and (report.parent / "detect_pr.png").exists()
     )
     assert (directory / "detector.json").exists()
+
+
+def test_a_search_past_its_deadline_keeps_what_it_scored() -> None:
+    jobs = [("transformer", tuple(p.items())) for p in grid(GRIDS["transformer"])]
+    settings = EvalSettings(workers=1, progress=False)
+    assert list(score_jobs(jobs, [], settings, "search", deadline=time.monotonic() - 1)) == jobs[:1]
+    assert list(score_jobs(jobs, [], settings, "search")) == jobs
