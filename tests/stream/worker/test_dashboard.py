@@ -44,7 +44,7 @@ def browser(tmp_path: Path):
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
-        "--window-size=1400,1200",
+        "--window-size=1400,1700",
         f"--user-data-dir={tmp_path / 'chromium'}",
     ):
         options.add_argument(flag)
