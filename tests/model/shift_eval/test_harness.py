@@ -146,7 +146,7 @@ def test_detect_eval_end_to_end_on_real_histories(tmp_path, saved_checkpoint) ->
             "--spliced",
             "8",
             "--workers",
-            "1",
+            "2",
             "--json",
             str(out),
             "--report",
