@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from stream.runtime.recovery import QueueSafeTableManager, SafeConsumer
 from stream.settings import Settings
-from topics.specs import PARTITIONS
+from topics.specs import PARTITIONS, changelog_config
 
 
 def new_app(settings: Settings, app_id: str, datadir: Path, **options: Any) -> tuple[faust.App, CollectorRegistry]:
@@ -49,6 +49,20 @@ def new_table(app: faust.App, name: str, **options: Any) -> faust.Table:
     """``app.Table(name, **options)``, typed as the class it is: the durable writes
     (:mod:`stream.runtime.durable`) use its store and serializers, which ``TableT`` does not declare."""
     return cast(faust.Table, app.Table(name, **options))
+
+
+def new_user_table(app: faust.App, name: str, settings: Settings, help: str) -> faust.Table:
+    """A table of rows about users, raw bytes in and out, whose changelog forgets a deleted row
+    within the erasure deadline (:func:`topics.specs.changelog_config`)."""
+    return new_table(
+        app,
+        name,
+        partitions=PARTITIONS,
+        key_type=bytes,
+        value_type=bytes,
+        help=help,
+        extra_topic_configs=changelog_config(int(settings.erasure_deadline_s * 1000)),
+    )
 
 
 def batches(stream: faust.StreamT, settings: Settings) -> AsyncIterator[Sequence[EventT]]:

@@ -20,12 +20,12 @@ from typing import Any
 
 import faust
 
-from stream.runtime.app import new_table
+from stream.runtime.app import new_user_table
 from stream.runtime.durable import PendingRows, schedule_segment_rolls
 from stream.services.downstream import Stats, downstream_app, shift_batches, shifts_topic
 from stream.services.rules import Rule, evaluate
 from stream.settings import Settings
-from topics.specs import PARTITIONS, SHIFTS, TRIGGERS, changelog_config
+from topics.specs import SHIFTS, TRIGGERS
 
 HELP = {
     "shifts": "Interest shifts read",
@@ -38,15 +38,7 @@ HELP = {
 def create_triggers_app(settings: Settings, rules: Sequence[Rule]) -> faust.App:
     stats: Stats = {"shifts": 0, "unreadable": 0, "forgotten": 0, "fired": {rule.name: 0 for rule in rules}}
     app = downstream_app(settings, "triggers", stats, HELP, {"fired": "rule"})
-    state = new_table(
-        app,
-        "trigger_state",
-        partitions=PARTITIONS,
-        key_type=bytes,
-        value_type=bytes,
-        help="user -> rule -> last trigger ts",
-        extra_topic_configs=changelog_config(int(settings.erasure_deadline_s * 1000)),
-    )
+    state = new_user_table(app, "trigger_state", settings, "user -> rule -> last trigger ts")
 
     schedule_segment_rolls(app, state, SHIFTS.name, settings.erasure_deadline_s)
 

@@ -41,7 +41,7 @@ from faust.types import EventT
 from model.data.vocab import OOV_ID
 from model.net.checkpoint import load_checkpoint
 from model.online.detector import load_detector
-from stream.runtime.app import batches, new_app, new_table
+from stream.runtime.app import batches, new_app, new_user_table
 from stream.runtime.durable import current_event, delete_rows, schedule_segment_rolls, transactional_id, write_rows
 from stream.runtime.recovery import between_batches
 from stream.settings import Settings
@@ -54,7 +54,7 @@ from stream.worker.state import StateCache, UserState
 from stream.worker.ttl import ActivityIndex
 from stream.worker.views import add_views
 from topics.records import DeadLetter, InterestShift
-from topics.specs import EVENTS, FORGET, INVALID, PARTITIONS, SHIFTS, UPDATES, changelog_config
+from topics.specs import EVENTS, FORGET, INVALID, PARTITIONS, SHIFTS, UPDATES
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +111,7 @@ class Worker:
             value_serializer="raw",
             partitions=PARTITIONS,
         )
-        self.users = new_table(
-            self.app,
-            "users",
-            partitions=PARTITIONS,
-            key_type=bytes,
-            value_type=bytes,
-            help="user state rows (JSON)",
-            extra_topic_configs=changelog_config(int(settings.erasure_deadline_s * 1000)),
-        )
+        self.users = new_user_table(self.app, "users", settings, "user state rows (JSON)")
         # The table stays the truth; any rebalance may move users away and back, so the cache of
         # deserialised rows is dropped on every one.
         self.states = StateCache(settings.state_cache_users)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from stream.worker.validation import MAX_DEPTH, MAX_NUMBER_CHARS
@@ -166,3 +167,24 @@ sizes = st.one_of(st.integers(MAX_EVENT_BYTES - 4, MAX_EVENT_BYTES + 4), st.inte
 raw_bytes = st.one_of(st.binary(max_size=64), st.builds(_sized, st.binary(min_size=1, max_size=16), sizes))
 messages = st.one_of(valid, event_shaped, nested, unbalanced, scalars, raw_bytes)
 """Any message, as bytes: every class above."""
+
+
+def corpus(n: int) -> list[bytes]:
+    """``n`` hostile messages of every class, drawn by Hypothesis (derandomised: the same corpus
+    on every run)."""
+    drawn: list[bytes] = []
+
+    @settings(
+        max_examples=n,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.generate],
+    )
+    @given(messages)
+    def draw(raw: bytes) -> None:
+        drawn.append(raw)
+
+    draw()
+    return drawn

@@ -11,7 +11,6 @@ from collections import Counter
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from hypothesis import HealthCheck, Phase, given, settings
 
 from stream.ops.admin import wait_until_ready
 from stream.worker.validation import REASONS
@@ -35,27 +34,6 @@ FUZZ_CASES = 10_000
 NOW_MS = int(time.time() * 1000)
 
 
-def fuzz_corpus(n: int) -> list[bytes]:
-    """``n`` hostile messages of every class (tests/stream/hostile.py), drawn by Hypothesis
-    (derandomised: the same corpus on every run)."""
-    corpus: list[bytes] = []
-
-    @settings(
-        max_examples=n,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-        phases=[Phase.generate],
-    )
-    @given(hostile.messages)
-    def collect(payload: bytes) -> None:
-        corpus.append(payload)
-
-    collect()
-    return corpus
-
-
 def as_message(payload: bytes, i: int) -> tuple[bytes | None, bytes]:
     """Key a message by its user id when it has a usable one (but every seventh by another
     user's), and make parseable event ids unique: a repeated id is a duplicate, neither
@@ -76,7 +54,7 @@ def as_message(payload: bytes, i: int) -> tuple[bytes | None, bytes]:
 
 @pytest.mark.kafka
 def test_fuzzed_input_never_crashes_the_worker_and_nothing_vanishes(kafka_bootstrap, worker_factory) -> None:
-    corpus = fuzz_corpus(FUZZ_CASES)
+    corpus = hostile.corpus(FUZZ_CASES)
     assert len(corpus) == FUZZ_CASES
     messages = [as_message(payload, i) for i, payload in enumerate(corpus)]
     messages += [
