@@ -79,7 +79,8 @@ def recompute(
     last = lengths - 1
     hidden = encoding.hidden[torch.arange(len(windows)), last]
     offsets = last[:, None] - torch.arange(width)[None, :]
-    probs, _ = model.interest(hidden, encoding.copy_keys, offsets, batch.categories)
+    probs, _ = model.interest(hidden[:, None], encoding.copy_keys, offsets[:, None], batch.categories)
+    probs = probs[:, 0]
     top_scores, _ = model.top_items(hidden, top_k)
     return torch.cat([probs, top_scores], dim=1).numpy()
 

@@ -6,7 +6,6 @@ category is always representable.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -51,6 +50,11 @@ class Vocabulary:
     def encode(self, token: str) -> int:
         return self._ids.get(token, OOV_ID)
 
+    def encode_many(self, tokens: Iterable[str]) -> np.ndarray:
+        """:meth:`encode` of each token, as an int64 array."""
+        ids = self._ids
+        return np.fromiter((ids.get(token, OOV_ID) for token in tokens), dtype=np.int64)
+
     def decode(self, token_id: int) -> str:
         return self.tokens[token_id]
 
@@ -71,6 +75,8 @@ class TimeGapBuckets:
     >>> buckets = TimeGapBuckets(n_buckets=24)
     >>> [buckets.bucket(g) for g in (None, 0, 1, 3, 60, 86_400, 10**9)]
     [0, 1, 2, 3, 6, 17, 23]
+    >>> buckets.buckets(np.array([0, 1, 3, 60, 86_400, 10**9, -5]), np.array([False] + [True] * 6)).tolist()
+    [0, 2, 3, 6, 17, 23, 1]
     """
 
     n_buckets: int = 24
@@ -78,7 +84,13 @@ class TimeGapBuckets:
     def bucket(self, gap_seconds: int | None) -> int:
         if gap_seconds is None:
             return 0
-        return min(1 + int(math.log2(1 + max(gap_seconds, 0))), self.n_buckets - 1)
+        return int(self.buckets(np.array([gap_seconds]), np.array([True]))[0])
+
+    def buckets(self, gap_seconds: np.ndarray, known: np.ndarray) -> np.ndarray:
+        """:meth:`bucket` of each gap (``known`` false: no gap, bucket 0), as an int64 array.
+        ``floor(log2(n))`` is read exactly off the float's exponent."""
+        _, exponent = np.frexp(1.0 + np.maximum(gap_seconds, 0))
+        return np.where(known, np.minimum(exponent.astype(np.int64), self.n_buckets - 1), 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,14 +153,18 @@ class Tokenizer:
         )
 
     def encode(self, user: UserSequence) -> TokenSequence:
-        ts = user.timestamps
-        gaps = [None if ts is None or i == 0 else ts[i] - ts[i - 1] for i in range(len(user))]
-        rows = [
-            self.encode_event(item, category, behavior, gap)
-            for item, category, behavior, gap in zip(user.items, user.categories, user.behaviors, gaps)
-        ]
-        columns = np.asarray(rows, dtype=np.int64).reshape(-1, 4).T
-        return TokenSequence(*(np.ascontiguousarray(c) for c in columns))
+        n = len(user)
+        if user.timestamps is None:
+            gaps = np.zeros(n, dtype=np.int64)
+        else:
+            ts = np.asarray(user.timestamps, dtype=np.int64)
+            gaps = self.gaps.buckets(np.diff(ts, prepend=ts[:1]), np.arange(n) > 0)
+        return TokenSequence(
+            self.items.encode_many(user.items),
+            self.categories.encode_many(user.categories),
+            self.behaviors.encode_many(user.behaviors),
+            gaps,
+        )
 
     def to_dict(self) -> dict[str, object]:
         return {

@@ -251,11 +251,9 @@ class InterestTransformer(nn.Module):
         hidden = encoding.hidden[rows, columns]
         steps = torch.arange(encoding.hidden.shape[1], device=hidden.device)
         offsets = (columns[:, None] - steps[None, :])[:, None]
-        attention = self.copy_logits(self.copy_query(hidden)[:, None], encoding.copy_keys[rows], offsets)[:, 0].softmax(
-            dim=-1
-        )
         gate = self.copy_gate_probs(hidden)
-        return gate * self.generator_log_probs(hidden).exp(), (1 - gate) * attention
+        weights = self.copied(self.copy_query(hidden)[:, None], 1 - gate[:, None], encoding.copy_keys[rows], offsets)
+        return self.generated(hidden, gate), weights[:, 0]
 
     def category_probs(self, encoding: Encoding) -> Tensor:
         """The interest distribution ``(B, T, n_categories)`` after each event."""
@@ -274,20 +272,29 @@ class InterestTransformer(nn.Module):
         generated = self.generator_log_probs(selected).gather(-1, targets[:, None]).squeeze(-1).exp()
         return torch.log(gate * generated + (1 - gate) * copied + 1e-9)
 
+    def generated(self, hidden: Tensor, gate: Tensor) -> Tensor:
+        """The generator part of the interest mixture of outputs ``hidden (..., d)`` whose
+        generator weight is ``gate`` (:meth:`copy_gate_probs`): ``gate * p_gen``, ``(..., n_categories)``."""
+        return gate * self.generator_log_probs(hidden).exp()
+
+    def copied(self, query: Tensor, share: Tensor, copy_keys: Tensor, copy_offsets: Tensor) -> Tensor:
+        """The copy part: the mass ``(G, Q, K)`` that each of ``Q`` outputs per group, with copy
+        queries ``(G, Q, d)`` and copy ``share (G, Q, 1)``, gives each of the group's ``K``
+        candidate events, which have pointer keys ``(G, K, d)`` and lie ``copy_offsets (G, Q, K)``
+        events back (masked outside the copy window)."""
+        return share * self.copy_logits(query, copy_keys, copy_offsets).softmax(dim=-1)
+
     def interest(
         self, hidden: Tensor, copy_keys: Tensor, copy_offsets: Tensor, copy_categories: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """The interest distribution ``(B, n_categories)`` of single outputs ``hidden (B, d)``.
-
-        The copy part attends over ``K`` candidate events with pointer keys ``(B, K, d)``
-        lying ``copy_offsets (B, K)`` events back and with ``copy_categories (B, K)``; the
-        mass copied from each is returned as well, ``(B, K)``.
+        """The interest distribution ``(G, Q, n_categories)`` of outputs ``hidden (G, Q, d)``,
+        each group of ``Q`` outputs copying from the same ``K`` candidate events (pointer keys
+        ``(G, K, d)``, ``copy_categories (G, K)``, offsets as in :meth:`copied`); and the mass
+        copied from each candidate, ``(G, Q, K)``.
         """
-        logits = self.copy_logits(self.copy_query(hidden)[:, None], copy_keys, copy_offsets[:, None])[:, 0]
         gate = self.copy_gate_probs(hidden)
-        copy_weights = (1 - gate) * logits.softmax(dim=-1)
-        generated = gate * self.generator_log_probs(hidden).exp()
-        return generated.scatter_add(-1, copy_categories, copy_weights), copy_weights
+        weights = self.copied(self.copy_query(hidden), 1 - gate, copy_keys, copy_offsets)
+        return mix(self.generated(hidden, gate), weights, copy_categories), weights
 
     def top_items(self, hidden: Tensor, k: int) -> tuple[Tensor, Tensor]:
         """The ``k`` best next items of outputs ``hidden (B, d)`` (never padding or OOV): scores, ids."""

@@ -74,10 +74,31 @@ def from_model(
     user's events whose category is outside the vocabulary, by raw id. The vocabulary's own
     out-of-vocabulary entry is not a category: its mass stays in the rest.
     """
-    out = {vocabulary.decode(int(i)): float(probs[i]) for i in best if i > OOV_ID and probs[i] > 0.0}
-    for category, mass in copied.items():
-        out[category] = out.get(category, 0.0) + mass
-    return strongest(out, m)
+    return from_model_rows(probs[None], best[None], vocabulary, {0: copied}, m)[0]
+
+
+def from_model_rows(
+    probs: np.ndarray, best: np.ndarray, vocabulary: Vocabulary, copied: Mapping[int, Mapping[str, float]], m: int
+) -> list[Distribution]:
+    """:func:`from_model` of each row of ``probs (B, C)`` and ``best (B, k)``; ``copied`` by row,
+    rows without copied mass left out.
+
+    >>> from model.data.vocab import Vocabulary
+    >>> vocabulary = Vocabulary.build(["shoes", "bags"])
+    >>> probs = np.array([[0.0, 0.1, 0.6, 0.3], [0.0, 0.5, 0.25, 0.25]])
+    >>> from_model_rows(probs, np.array([[2, 3], [1, 2]]), vocabulary, {1: {"new": 0.5}}, m=2)
+    [{'bags': 0.6, 'shoes': 0.3}, {'bags': 0.25, 'new': 0.5}]
+    """
+    chosen = np.take_along_axis(probs, best, axis=1)
+    names = np.asarray(vocabulary.tokens, dtype=object)[best].tolist()
+    kept = ((best > OOV_ID) & (chosen > 0.0)).tolist()
+    out = []
+    for row, (row_names, row_values, row_kept) in enumerate(zip(names, chosen.tolist(), kept, strict=True)):
+        distribution = {name: value for name, value, keep in zip(row_names, row_values, row_kept) if keep}
+        for category, mass in copied.get(row, {}).items():
+            distribution[category] = distribution.get(category, 0.0) + mass
+        out.append(strongest(distribution, m))
+    return out
 
 
 def copied_outside_vocabulary(
@@ -97,6 +118,16 @@ def copied_outside_vocabulary(
         if category not in vocabulary:
             out[category] = out.get(category, 0.0) + float(weights[j])
     return out
+
+
+def entropy(probs: np.ndarray) -> np.ndarray:
+    """Each row's entropy in nats (``0 log 0 = 0``).
+
+    >>> entropy(np.array([[0.5, 0.5, 0.0], [0.25, 0.75, 0.0]])).round(6).tolist()
+    [0.693147, 0.562335]
+    """
+    p = probs.astype(np.float64)
+    return -np.einsum("ij,ij->i", p, np.log(np.maximum(p, np.finfo(np.float64).tiny)))  # 0 log 0 -> 0 log tiny = 0
 
 
 def frequencies(categories: list[str], m: int) -> Distribution:

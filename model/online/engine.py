@@ -29,6 +29,7 @@ with each step (the engine holds no reference to its caller's state).
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,9 +39,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.data.vocab import TokenSequence
+from model.data.vocab import OOV_ID, TokenSequence
 from model.net.batching import pad_sequences
-from model.net.transformer import Block, InterestTransformer
+from model.net.transformer import Block, InterestTransformer, apply_rotary
+from model.online.readout import readout
 
 NO_EVENT = -(1 << 40)  # position of an empty cache slot: never inside any window
 DEFAULT_BUDGET_BYTES = 256 * 1024 * 1024
@@ -104,8 +106,10 @@ class StepResult:
     ``category_probs`` ``(B, n_categories)``: each user's interest distribution after
     the event. ``top_items`` / ``top_item_scores`` ``(B, k)``: best next items (never
     padding or OOV). ``copy_weights`` ``(B, copy_window)``: the mass the distribution
-    copies from the user's event at ``copy_positions`` (``-1``: no event), the evidence of
-    what moved it. ``rebuilt``: whether the user's cache was rebuilt from history first.
+    copies from the user's event at ``copy_positions`` (``-1``: no event), whose category id
+    is ``copy_categories``: the evidence of what moved it. ``best_categories`` ``(B, k)``: the
+    ``top_categories`` most probable category ids (never padding or OOV), most probable first;
+    ``entropy`` ``(B,)``: of ``category_probs``, in nats. ``rebuilt``: whether the user's cache was rebuilt from history first.
     """
 
     users: tuple[str, ...]
@@ -115,6 +119,9 @@ class StepResult:
     top_item_scores: np.ndarray
     copy_weights: np.ndarray
     copy_positions: np.ndarray
+    copy_categories: np.ndarray
+    best_categories: np.ndarray
+    entropy: np.ndarray
     rebuilt: np.ndarray
     model_version: str
 
@@ -173,6 +180,19 @@ class _Slabs:
         self.copy_positions[slots] = NO_EVENT
 
 
+def equal_runs(lengths: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """``(first, end, first row, end row)`` of each run of equal ``lengths``, rows counted as
+    ``lengths`` of them per entry: the groups a packed batch is attended in.
+
+    >>> equal_runs(np.array([1, 1, 3]))
+    [(0, 2, 0, 2), (2, 3, 2, 5)]
+    """
+    ends = np.flatnonzero(np.diff(lengths)) + 1
+    bounds = np.concatenate([[0], ends, [len(lengths)]])
+    rows = np.concatenate([[0], np.cumsum(lengths)])
+    return [(int(a), int(b), int(rows[a]), int(rows[b])) for a, b in itertools.pairwise(bounds.tolist())]
+
+
 def bytes_per_user(model: InterestTransformer, dtype: torch.dtype = torch.float32) -> int:
     """Cache bytes one user occupies: K/V rows of every layer, copy keys, categories, positions."""
     c = model.config
@@ -201,10 +221,12 @@ class IncrementalEngine:
         budget_bytes: int = DEFAULT_BUDGET_BYTES,
         cache_dtype: torch.dtype = torch.float32,
         top_k: int = 10,
+        top_categories: int = 10,
     ):
         self.budget_bytes = budget_bytes
         self.cache_dtype = cache_dtype
         self.top_k = top_k
+        self.top_categories = top_categories
         self.stats = EngineStats()
         self._install(model, model_version)
 
@@ -252,7 +274,7 @@ class IncrementalEngine:
         s = self._slabs
         return sum(t.numel() * t.element_size() for t in vars(s).values())
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(self, events: Sequence[UserEvent], history: HistorySource = NO_HISTORY) -> StepResult:
         """Outputs after each of ``events``; a user's events are taken in the order given.
         A user who is not cached at their event's position is rebuilt from ``history``.
@@ -268,9 +290,12 @@ class IncrementalEngine:
             outputs = self._step_round(chunks, events, history)
             parts.append(([i for chunk in chunks for i in chunk], outputs))
         order = np.concatenate([np.asarray(indices) for indices, _ in parts])
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(len(order))
-        merged = {name: np.concatenate([p[name] for _, p in parts])[inverse] for name in parts[0][1]}
+        if len(parts) == 1 and np.array_equal(order, np.arange(len(order))):
+            merged = parts[0][1]  # one round in the order given: nothing to reorder
+        else:
+            inverse = np.empty_like(order)
+            inverse[order] = np.arange(len(order))
+            merged = {name: np.concatenate([p[name] for _, p in parts])[inverse] for name in parts[0][1]}
         return StepResult(
             users=tuple(e.user for e in events),
             positions=np.asarray([e.position for e in events], dtype=np.int64),
@@ -357,13 +382,18 @@ class IncrementalEngine:
 
     def _rebuild(self, events: list[UserEvent], slots: torch.Tensor, history: HistorySource) -> None:
         """Fill the caches of ``slots`` from each user's events before their new one."""
-        config = self.model.config
-        context = config.receptive_field - 1
+        context = self.model.config.receptive_field - 1
         histories = [history.events_before(e.user, e.position, context) for e in events]
         histories = [h.slice(max(0, len(h) - context), len(h)) for h in histories]
+        lengths = np.array([len(h) for h in histories])
+        for length in np.unique(lengths[lengths > 0]):  # equal lengths together: no padding
+            members = np.flatnonzero(lengths == length)
+            self._fill([events[m] for m in members], slots[members], [histories[m] for m in members])
+
+    def _fill(self, events: list[UserEvent], slots: torch.Tensor, histories: list[TokenSequence]) -> None:
+        """:meth:`_rebuild` of users whose histories have one length."""
+        config = self.model.config
         lengths = [len(h) for h in histories]
-        if max(lengths) == 0:
-            return
         starts = torch.tensor([e.position - n for e, n in zip(events, lengths)], dtype=torch.long)
         batch = pad_sequences(histories, starts.tolist())
         encoding = self.model.encode(batch)
@@ -391,13 +421,22 @@ class IncrementalEngine:
     def _advance(self, chunks: list[list[UserEvent]], slots: torch.Tensor) -> dict[str, np.ndarray]:
         """Run every chunk of new events through the model against its user's cached rows.
 
-        Chunks are right-padded to a common length ``K``. Each layer attends from the new
-        rows over the ring (written before this step) and the chunk itself; the band
-        mask comes from absolute positions, so ring slot order never matters.
+        The new events are packed, chunk after chunk with chunks in order of length, so that
+        every projection, feed-forward and head runs on real events only. Attention runs per
+        group of chunks of one length ``K``: each new row over its user's ring (written before
+        this step) and the rows of its chunk; the band mask comes from absolute positions, so
+        ring slot order never matters.
         """
         model, s, config = self.model, self._slabs, self.model.config
-        lengths = [len(chunk) for chunk in chunks]
-        n, width = len(chunks), max(lengths)
+        order = sorted(range(len(chunks)), key=lambda c: len(chunks[c]))  # stable: equal lengths keep their order
+        given = np.array([len(chunk) for chunk in chunks])
+        given_starts = np.cumsum(given) - given
+        packed = np.concatenate([np.arange(given_starts[c], given_starts[c] + given[c]) for c in order])
+        back = np.empty_like(packed)  # packed row of each event in the order given
+        back[packed] = np.arange(len(packed))
+        chunks = [chunks[c] for c in order]
+        slots = slots[order]
+        lengths = np.array([len(chunk) for chunk in chunks])
         flat = np.array(
             [
                 (e.tokens.item, e.tokens.category, e.tokens.behavior, e.tokens.gap, e.position)
@@ -406,56 +445,94 @@ class IncrementalEngine:
             ],
             dtype=np.int64,
         )
-        rows = torch.from_numpy(np.repeat(np.arange(n), lengths))  # row-major: each chunk's events in order
-        steps = torch.from_numpy(np.concatenate([np.arange(length) for length in lengths]))
-        tokens = torch.zeros((n, width, 4), dtype=torch.long)
-        tokens[rows, steps] = torch.from_numpy(flat[:, :4])
-        positions = torch.full((n, width), NO_EVENT, dtype=torch.long)
-        positions[rows, steps] = torch.from_numpy(flat[:, 4])
-        real = positions != NO_EVENT
-        # Padding queries repeat their row's last real position, so that no query row is
-        # empty; padding keys keep NO_EVENT, outside every window.
-        last = positions[torch.arange(n), real.sum(1) - 1]
-        query_positions = torch.where(real, positions, last[:, None])
-        x = model.embed(tokens[..., 0], tokens[..., 1], tokens[..., 2], tokens[..., 3])
-        cos, sin = model.rotary(query_positions)
-        cos, sin = cos[:, None], sin[:, None]
+        tokens = torch.from_numpy(flat[:, :4])
+        positions = torch.from_numpy(flat[:, 4])
+        row_slots = slots[torch.from_numpy(np.repeat(np.arange(len(chunks)), lengths))]
+        groups = equal_runs(lengths)
+        masks = [self._group_mask(slots[c0:c1], positions[r0:r1].view(c1 - c0, -1)) for c0, c1, r0, r1 in groups]
 
-        key_positions = torch.cat([s.positions[slots], positions], dim=1)
-        offsets = query_positions[:, :, None] - key_positions[:, None, :]
-        visible = ((offsets >= 0) & (offsets < config.window))[:, None]
-        ring = positions[rows, steps] % config.window
+        x = model.embed(tokens[:, 0], tokens[:, 1], tokens[:, 2], tokens[:, 3])
+        cos, sin = model.rotary(positions)
+        cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
+        ring = positions % config.window
         h = x
         for layer, block in enumerate(cast(Sequence[Block], model.blocks)):
-            q, k, v = block.attn.project(block.ln_attn(h), cos, sin)
-            keys = torch.cat([s.keys[layer, slots].float(), k], dim=2)
-            values = torch.cat([s.values[layer, slots].float(), v], dim=2)
-            attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
-            h = block.feed_forward(h + block.attn.merge(attended))
-            s.keys[layer, slots[rows], :, ring] = k[rows, :, steps].to(self.cache_dtype)
-            s.values[layer, slots[rows], :, ring] = v[rows, :, steps].to(self.cache_dtype)
-        s.positions[slots[rows], ring] = positions[rows, steps]
-        hidden = model.final_norm(h)[rows, steps]
+            attention = block.attn
+            qkv = attention.qkv(block.ln_attn(h)).view(len(h), 3, attention.n_heads, attention.head_dim)
+            q, k, v = apply_rotary(qkv[:, 0], cos, sin), apply_rotary(qkv[:, 1], cos, sin), qkv[:, 2]
+            attended = torch.empty_like(q)
+            for (c0, c1, r0, r1), visible in zip(groups, masks):
+                n = c1 - c0
 
+                def grouped(rows: torch.Tensor, n: int = n, r0: int = r0, r1: int = r1) -> torch.Tensor:
+                    return rows[r0:r1].view(n, (r1 - r0) // n, *rows.shape[1:]).transpose(1, 2)
+
+                keys = torch.cat([s.keys[layer, slots[c0:c1]].float(), grouped(k)], dim=2)
+                values = torch.cat([s.values[layer, slots[c0:c1]].float(), grouped(v)], dim=2)
+                out = F.scaled_dot_product_attention(grouped(q), keys, values, attn_mask=visible)
+                attended[r0:r1] = out.transpose(1, 2).reshape(r1 - r0, *q.shape[1:])
+            h = block.feed_forward(h + attention.out(attended.flatten(1)))
+            s.keys[layer, row_slots, :, ring] = k.to(self.cache_dtype)
+            s.values[layer, row_slots, :, ring] = v.to(self.cache_dtype)
+        s.positions[row_slots, ring] = positions
+        hidden = model.final_norm(h)
         copy_keys = model.copy_key(x)
-        candidate_keys = torch.cat([s.copy_keys[slots].float(), copy_keys], dim=1)[rows]
-        candidate_categories = torch.cat([s.copy_categories[slots], tokens[..., 1]], dim=1)[rows]
-        candidate_positions = torch.cat([s.copy_positions[slots], positions], dim=1)[rows]
-        copy_offsets = positions[rows, steps][:, None] - candidate_positions
-        probs, weights = model.interest(hidden, candidate_keys, copy_offsets, candidate_categories)
-        copy_ring = positions[rows, steps] % config.copy_window
-        s.copy_positions[slots[rows], copy_ring] = positions[rows, steps]
-        s.copy_categories[slots[rows], copy_ring] = tokens[rows, steps, 1]
-        s.copy_keys[slots[rows], copy_ring] = copy_keys[rows, steps].to(self.cache_dtype)
 
-        # Report the (at most copy_window) candidates inside the window, in a fixed width.
-        inside = (copy_offsets >= 0) & (copy_offsets < config.copy_window)
-        keep = torch.argsort((~inside).to(torch.int8), dim=1, stable=True)[:, : config.copy_window]
+        width = config.copy_window
+        n_rows = len(h)
+        given_rows = torch.from_numpy(packed)
+        gate = model.copy_gate_probs(hidden)
+        copy_queries = model.copy_query(hidden)
+        # Every output's copy candidates (its user's copy ring, then its chunk), in the order given.
+        candidates = width + int(lengths.max())
+        candidate_weights = torch.zeros((n_rows, candidates))
+        candidate_categories = torch.zeros((n_rows, candidates), dtype=torch.long)
+        copy_weights = torch.empty((n_rows, width))
+        copy_positions = torch.empty((n_rows, width), dtype=torch.long)
+        copy_categories = torch.empty((n_rows, width), dtype=torch.long)
+        for c0, c1, r0, r1 in groups:
+            n, chunk = c1 - c0, (r1 - r0) // (c1 - c0)
+            group_slots, to = slots[c0:c1], given_rows[r0:r1]
+            query_positions = positions[r0:r1].view(n, chunk)
+            keys = torch.cat([s.copy_keys[group_slots].float(), copy_keys[r0:r1].view(n, chunk, -1)], dim=1)
+            categories = torch.cat([s.copy_categories[group_slots], tokens[r0:r1, 1].view(n, chunk)], dim=1)
+            candidate_positions = torch.cat([s.copy_positions[group_slots], query_positions], dim=1)
+            offsets = query_positions[:, :, None] - candidate_positions[:, None, :]
+            share = 1 - gate[r0:r1].view(n, chunk, 1)
+            weights = model.copied(copy_queries[r0:r1].view(n, chunk, -1), share, keys, offsets).flatten(0, 1)
+            every_category = categories[:, None].expand(n, chunk, -1).flatten(0, 1)
+            candidate_weights[to, : width + chunk] = weights
+            candidate_categories[to, : width + chunk] = every_category
+            # Report the (at most copy_window) candidates inside the window, in a fixed width.
+            inside = ((offsets >= 0) & (offsets < width)).flatten(0, 1)
+            keep = torch.argsort((~inside).to(torch.int8), dim=1, stable=True)[:, :width]
+            copy_weights[to] = weights.gather(1, keep)
+            every_position = candidate_positions[:, None].expand(n, chunk, -1).flatten(0, 1)
+            copy_positions[to] = torch.where(inside, every_position, -1).gather(1, keep)
+            copy_categories[to] = every_category.gather(1, keep)
+        copy_ring = positions % width
+        s.copy_positions[row_slots, copy_ring] = positions
+        s.copy_categories[row_slots, copy_ring] = tokens[:, 1]
+        s.copy_keys[row_slots, copy_ring] = copy_keys.to(self.cache_dtype)
+
+        given = torch.from_numpy(back)
+        hidden = hidden[given]
+        k = min(self.top_categories, config.n_categories - OOV_ID - 1)  # padding and OOV are no categories
+        out = readout(model, hidden, gate[given], candidate_categories, candidate_weights, k, skip=OOV_ID + 1)
         top_scores, top_ids = model.top_items(hidden, self.top_k)
         return {
-            "category_probs": probs.numpy(),
+            "category_probs": out.probs.numpy(),
+            "best_categories": out.best,
+            "entropy": out.entropy,
             "top_items": top_ids.numpy(),
             "top_item_scores": top_scores.numpy(),
-            "copy_weights": weights.gather(1, keep).numpy(),
-            "copy_positions": torch.where(inside, candidate_positions, -1).gather(1, keep).numpy(),
+            "copy_weights": copy_weights.numpy(),
+            "copy_positions": copy_positions.numpy(),
+            "copy_categories": copy_categories.numpy(),
         }
+
+    def _group_mask(self, slots: torch.Tensor, query_positions: torch.Tensor) -> torch.Tensor:
+        """Which keys (the users' rings, then their chunks) each new row may see, ``(n, 1, K, W + K)``."""
+        key_positions = torch.cat([self._slabs.positions[slots], query_positions], dim=1)
+        offsets = query_positions[:, :, None] - key_positions[:, None, :]
+        return ((offsets >= 0) & (offsets < self.model.config.window))[:, None]

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from model.data.events import StoredEvent
@@ -31,8 +31,10 @@ from model.data.vocab import OOV_ID, Tokenizer, TokenSequence, Vocabulary
 from model.net.checkpoint import Checkpoint
 from model.net.predict import Scored, score_outputs
 from model.net.transformer import InterestTransformer
-from model.online.distribution import Distribution, copied_outside_vocabulary, from_model
+from model.online.distribution import Distribution, copied_outside_vocabulary, from_model, from_model_rows
 from model.online.engine import EventTokens, IncrementalEngine, UserEvent
+from model.online.recent import TokenWindows, window_interest
+from model.online.stages import StageTimes
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,14 +99,29 @@ class WindowHistory:
 @dataclass(frozen=True, slots=True)
 class BatchInterest:
     """A batch's readings, row by row: the model's distribution over its category vocabulary
-    (``probs``, float64) and its entropy in nats, the interest by raw category (``top_k``
-    kept), and the recent interest (``top_m`` kept)."""
+    (``probs``, float32 as the model computes it) and its entropy in nats (float64), the interest by raw category (``top_k``
+    kept), and the recent interest, over the vocabulary (``recent_probs``) and by raw category
+    (``recent``, ``top_m`` kept)."""
 
     model_version: str
     probs: np.ndarray
     entropy: np.ndarray
     interest: list[Distribution]
+    recent_probs: np.ndarray
     recent: list[Distribution]
+
+
+class Scorer(Protocol):
+    """What the worker's pipeline scores with: :class:`InterestScorer`, or the uncached
+    reference :class:`~model.online.reference.FullRecompute`."""
+
+    times: StageTimes
+
+    def score(self, windows: Sequence[UserWindow]) -> BatchInterest: ...
+
+    def swap(self, checkpoint: Checkpoint, recent_events: int, top_m: int) -> None: ...
+
+    def forget(self, user_id: str) -> None: ...
 
 
 class InterestScorer:
@@ -115,11 +132,14 @@ class InterestScorer:
     """
 
     def __init__(self, checkpoint: Checkpoint, *, budget_bytes: int, top_k: int, recent_events: int, top_m: int):
-        self.engine = IncrementalEngine(checkpoint.model, checkpoint.model_version, budget_bytes=budget_bytes, top_k=0)
+        self.engine = IncrementalEngine(
+            checkpoint.model, checkpoint.model_version, budget_bytes=budget_bytes, top_k=0, top_categories=top_k
+        )
         self.tokenizer = checkpoint.tokenizer
         self.top_k = top_k
         self.recent_events = recent_events
         self.top_m = top_m
+        self.times = StageTimes()
 
     def swap(self, checkpoint: Checkpoint, recent_events: int, top_m: int) -> None:
         """Score with another checkpoint (and detector input size) from the next batch on;
@@ -133,31 +153,72 @@ class InterestScorer:
         self.engine.forget(user_id)
 
     def score(self, windows: Sequence[UserWindow]) -> BatchInterest:
-        tokenizer = self.tokenizer
-        steps = [UserEvent(w.user_id, w.position, EventTokens(*event_tokens(tokenizer, w, w.index))) for w in windows]
-        result = self.engine.step(steps, WindowHistory(tokenizer, windows))
-        probs = result.category_probs.astype(np.float64)
-        entropy = -torch.special.xlogy(torch.from_numpy(probs), torch.from_numpy(probs)).sum(dim=1).numpy()
-        k = min(self.top_k, probs.shape[1] - OOV_ID - 1)
-        # padding and the model's own OOV mass are not categories
-        best = torch.from_numpy(result.category_probs[:, OOV_ID + 1 :]).topk(k, dim=1).indices.numpy() + OOV_ID + 1
-        interest = []
-        for row, window in enumerate(windows):
-            weights, positions = result.copy_weights[row], result.copy_positions[row]
-            slots = np.flatnonzero((positions >= 0) & (weights > 0))
-            copied_categories = [window.events[positions[s] - window.first_position].category_id for s in slots]
-            copied = copied_outside_vocabulary(weights[slots], copied_categories, tokenizer.categories)
-            interest.append(from_model(probs[row], best[row], tokenizer.categories, copied, self.top_k))
-        return BatchInterest(result.model_version, probs, entropy, interest, self.recent(windows))
+        tokens = BatchTokens.of(self.tokenizer, windows, self.recent_events)
+        with self.times.stage("engine"):
+            interest = self._interest(windows, tokens.newest)
+        with self.times.stage("recent"):
+            recent_probs, recent = recent_interest(
+                self.engine.model, self.tokenizer, tokens.recent, tokens.recent_categories, self.top_m
+            )
+        return replace(interest, recent_probs=recent_probs, recent=recent)
 
-    def recent(self, windows: Sequence[UserWindow]) -> list[Distribution]:
-        """Each window's recent interest: the model over its last ``recent_events`` events alone."""
-        recent_windows, categories = [], []
+    def _interest(self, windows: Sequence[UserWindow], newest: np.ndarray) -> BatchInterest:
+        tokenizer = self.tokenizer
+        steps = [
+            UserEvent(w.user_id, w.position, EventTokens(*row)) for w, row in zip(windows, newest.tolist(), strict=True)
+        ]
+        result = self.engine.step(steps, WindowHistory(tokenizer, windows))
+        probs = result.category_probs
+        copied = {}
+        outside = (result.copy_categories == OOV_ID) & (result.copy_positions >= 0) & (result.copy_weights > 0)
+        for row in np.flatnonzero(outside.any(axis=1)).tolist():  # rare: only these rows can copy unknown categories
+            window, weights, positions = windows[row], result.copy_weights[row], result.copy_positions[row]
+            slots = np.flatnonzero((positions >= 0) & (weights > 0))
+            categories = [window.events[positions[s] - window.first_position].category_id for s in slots]
+            copied[row] = copied_outside_vocabulary(weights[slots], categories, tokenizer.categories)
+        interest = from_model_rows(probs, result.best_categories, tokenizer.categories, copied, self.top_k)
+        return BatchInterest(result.model_version, probs, result.entropy, interest, probs[:0], [])
+
+
+@dataclass(frozen=True, slots=True)
+class BatchTokens:
+    """A batch's model ids, tokenised once: each window's newest event with its time gap
+    (``newest``, ``(B, 4)``), and its last ``recent_events`` events, the first with no gap
+    (``recent``), with their raw categories (``recent_categories``, flat)."""
+
+    newest: np.ndarray
+    recent: TokenWindows
+    recent_categories: list[str]
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer, windows: Sequence[UserWindow], recent_events: int) -> BatchTokens:
+        events: list[StoredEvent] = []
+        lengths, before = [], []
         for w in windows:
-            first = max(0, w.index + 1 - self.recent_events)
-            recent_windows.append(window_tokens(self.tokenizer, w, first, w.index + 1, opens_window=True))
-            categories.append([e.category_id for e in w.events[first : w.index + 1]])
-        return recent_interest(self.engine.model, self.tokenizer, recent_windows, categories, self.top_m)
+            first = max(0, w.index + 1 - recent_events)
+            events.extend(w.events[first:])
+            lengths.append(len(w.events) - first)
+            before.append(w.events[first - 1].ts if first else w.before_ts)
+        lengths_a = np.asarray(lengths, dtype=np.int64)
+        starts = np.cumsum(lengths_a) - lengths_a
+        ts = np.fromiter((e.ts for e in events), dtype=np.int64, count=len(events))
+        previous = np.concatenate([[0], ts[:-1]])
+        known = np.ones(len(events), dtype=bool)
+        previous[starts] = [0 if b is None else b for b in before]
+        known[starts] = [b is not None for b in before]
+        categories = [e.category_id for e in events]
+        tokens = np.stack(
+            [
+                tokenizer.items.encode_many(e.item_id for e in events),
+                tokenizer.categories.encode_many(categories),
+                tokenizer.behaviors.encode_many(e.event_type for e in events),
+                tokenizer.gaps.buckets((ts - previous) // 1000, known),
+            ],
+            axis=1,
+        )
+        newest = tokens[starts + lengths_a - 1]
+        tokens[starts, 3] = 0  # each recent window opens without a gap
+        return cls(newest, TokenWindows(tokens, lengths_a), categories)
 
 
 def copied_mass(scored: Scored, row: int, raw_categories: Sequence[str], vocabulary: Vocabulary) -> dict[str, float]:
@@ -185,20 +246,23 @@ def scored_interest(
 
 
 def recent_interest(
-    model: InterestTransformer,
-    tokenizer: Tokenizer,
-    windows: Sequence[TokenSequence],
-    raw_categories: Sequence[Sequence[str]],
-    m: int,
-) -> list[Distribution]:
-    """The interest after the last event of each window (tokens, and their raw categories),
-    reading that window only; ``m`` categories kept."""
-    out: list[Distribution] = [{} for _ in windows]
-    wanted = [np.array([len(w) - 1]) for w in windows]
-    for scored in score_outputs(model, windows, wanted, "category", batch_size=256):
-        for s, _, interest in scored_interest(scored, raw_categories, tokenizer.categories, m):
-            out[s] = interest
-    return out
+    model: InterestTransformer, tokenizer: Tokenizer, windows: TokenWindows, raw_categories: Sequence[str], m: int
+) -> tuple[np.ndarray, list[Distribution]]:
+    """The interest after the last event of each window (tokens, and their raw categories,
+    flat), reading that window only (:func:`model.online.recent.window_interest`): over the
+    vocabulary, and by raw category with ``m`` kept."""
+    out, copied_t = window_interest(model, windows, min(m, model.config.n_categories - 1))
+    probs, best = out.probs.numpy(), out.best
+    weights = copied_t.numpy()
+    starts, lengths = windows.starts, windows.lengths
+    copied = {}
+    outside = windows.tokens[:, 1] == OOV_ID
+    for row in np.unique(np.repeat(np.arange(len(windows)), lengths)[outside]).tolist():  # only these can copy unknowns
+        start, length = int(starts[row]), int(lengths[row])
+        copied[row] = copied_outside_vocabulary(
+            weights[row, :length], raw_categories[start : start + length], tokenizer.categories
+        )
+    return probs, from_model_rows(probs, best, tokenizer.categories, copied, m)
 
 
 def interest_along(
@@ -226,30 +290,33 @@ def recent_interest_along(
 ) -> list[list[Distribution]]:
     """The recent interest after every event of every sequence, as the worker's detector reads it."""
     tokenizer = checkpoint.tokenizer
-    windows = [
-        _window(sequence, max(0, t + 1 - recent_events), t + 1) for sequence in sequences for t in range(len(sequence))
-    ]
     flat: list[Distribution] = []
-    chunk = 4096
-    with tqdm(total=len(windows), desc="recent interest", unit="event", leave=False, disable=not progress) as bar:
-        for start in range(0, len(windows), chunk):
-            part = windows[start : start + chunk]
-            flat += recent_interest(
-                checkpoint.model, tokenizer, [tokenizer.encode(w) for w in part], [w.categories for w in part], m
-            )
-            bar.update(len(part))
+    pending: list[tuple[np.ndarray, np.ndarray, list[str]]] = []  # windows, lengths, categories per sequence
+
+    def flush() -> None:
+        windows = TokenWindows(np.concatenate([p[0] for p in pending]), np.concatenate([p[1] for p in pending]))
+        categories = [c for p in pending for c in p[2]]
+        flat.extend(recent_interest(checkpoint.model, tokenizer, windows, categories, m)[1])
+        bar.update(len(windows))
+        pending.clear()
+
+    total = sum(len(s) for s in sequences)
+    with tqdm(total=total, desc="recent interest", unit="event", leave=False, disable=not progress) as bar:
+        for sequence in sequences:
+            tokens = tokenizer.encode(sequence)
+            columns = np.stack([tokens.items, tokens.categories, tokens.behaviors, tokens.gaps], axis=1)
+            firsts = np.maximum(0, np.arange(len(sequence)) + 1 - recent_events)
+            rows = np.concatenate([np.arange(f, t + 1) for t, f in enumerate(firsts.tolist())])
+            lengths = np.arange(len(sequence)) + 1 - firsts
+            windowed = columns[rows]
+            windowed[np.cumsum(lengths) - lengths, 3] = 0  # each window opens without a gap
+            pending.append((windowed, lengths, [sequence.categories[r] for r in rows.tolist()]))
+            if sum(len(p[1]) for p in pending) >= 4096:
+                flush()
+        if pending:
+            flush()
     out, start = [], 0
     for sequence in sequences:
         out.append(flat[start : start + len(sequence)])
         start += len(sequence)
     return out
-
-
-def _window(sequence: UserSequence, start: int, stop: int) -> UserSequence:
-    return replace(
-        sequence,
-        items=sequence.items[start:stop],
-        categories=sequence.categories[start:stop],
-        behaviors=sequence.behaviors[start:stop],
-        timestamps=None if sequence.timestamps is None else sequence.timestamps[start:stop],
-    )

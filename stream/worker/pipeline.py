@@ -21,7 +21,7 @@ from model.data.events import StoredEvent
 from model.net.checkpoint import Checkpoint
 from model.online.detector import CategoryMove, Shift, ShiftDetector
 from model.online.distribution import Distribution
-from model.online.scorer import InterestScorer, UserWindow
+from model.online.scorer import InterestScorer, Scorer, UserWindow
 from stream.settings import Settings
 from stream.worker.privacy import Pseudonymiser
 from stream.worker.state import ShiftBrief, UserState
@@ -119,20 +119,31 @@ class Ignored:
     why: str
 
 
+def serving_scorer(checkpoint: Checkpoint, settings: Settings, detector: ShiftDetector) -> InterestScorer:
+    """The cached scorer a worker serves ``checkpoint`` with, sized by its settings."""
+    return InterestScorer(
+        checkpoint,
+        budget_bytes=settings.cache_mb * 2**20,
+        top_k=settings.top_k,
+        recent_events=detector.settings.recent_events,
+        top_m=detector.settings.top_m,
+    )
+
+
 class InterestPipeline:
     """Validation, user state, the incremental engine and the shift detector for one worker."""
 
-    def __init__(self, checkpoint: Checkpoint, settings: Settings, detector: ShiftDetector | None = None):
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        settings: Settings,
+        detector: ShiftDetector | None = None,
+        scorer: Scorer | None = None,
+    ):
         self.settings = settings
         self.keep = checkpoint.config.receptive_field
         self.detector = detector or ShiftDetector()
-        self.scorer = InterestScorer(
-            checkpoint,
-            budget_bytes=settings.cache_mb * 2**20,
-            top_k=settings.top_k,
-            recent_events=self.detector.settings.recent_events,
-            top_m=self.detector.settings.top_m,
-        )
+        self.scorer: Scorer = scorer or serving_scorer(checkpoint, settings, self.detector)
         # only with a publish threshold: a copy of each recent user's last published distribution
         self._last_published: OrderedDict[str, np.ndarray] = OrderedDict()
         self.pseudonyms = Pseudonymiser(settings.pseudonym_key.encode())
@@ -258,31 +269,41 @@ class InterestPipeline:
         if segment[0].reorder:
             self.scorer.forget(segment[0].user_id)
         interest = self.scorer.score([a.window for a in segment])
-        for row, admitted in enumerate(segment):
-            update = self._update(
-                admitted,
-                interest.model_version,
-                interest.probs[row],
-                float(interest.entropy[row]),
-                interest.interest[row],
-            )
-            scored.updates.append(update)
-            shift = self.detector.update(admitted.state.detector, interest.recent[row], admitted.event)
-            if shift is not None:
-                record = self._shift(admitted, interest.model_version, shift)
-                admitted.state.shifts.append(brief(record))
-                del admitted.state.shifts[:-SHIFTS_KEPT]
-                scored.shifts.append(record)
+        times = self.scorer.times
+        with times.stage("detector"):
+            shifts = [
+                self.detector.update(a.state.detector, interest.recent[row], a.event) for row, a in enumerate(segment)
+            ]
+        with times.stage("records"):
+            for row, admitted in enumerate(segment):
+                update = self._update(
+                    admitted,
+                    interest.model_version,
+                    interest.probs[row],
+                    float(interest.entropy[row]),
+                    interest.interest[row],
+                )
+                scored.updates.append(update)
+                shift = shifts[row]
+                if shift is not None:
+                    record = self._shift(admitted, interest.model_version, shift)
+                    admitted.state.shifts.append(brief(record))
+                    del admitted.state.shifts[:-SHIFTS_KEPT]
+                    scored.shifts.append(record)
 
     def _update(
         self, admitted: Admitted, model_version: str, probs: np.ndarray, entropy: float, distribution: Distribution
     ) -> InterestUpdate | None:
         threshold = self.settings.publish_threshold
         previous = self._last_published.get(admitted.user_id)
-        if threshold > 0 and previous is not None and 0.5 * np.abs(probs - previous).sum() <= threshold:
+        if (
+            threshold > 0
+            and previous is not None
+            and 0.5 * np.abs(probs.astype(np.float64) - previous).sum() <= threshold
+        ):
             return None
         if threshold > 0:
-            self._last_published[admitted.user_id] = probs.astype(np.float32)  # a copy: the batch's matrix may go
+            self._last_published[admitted.user_id] = probs.copy()  # the batch's matrix may go
             self._last_published.move_to_end(admitted.user_id)
             while len(self._last_published) > self.settings.state_cache_users:
                 self._last_published.popitem(last=False)  # that user's next update is published

@@ -49,7 +49,7 @@ from stream.worker.guard import BatchGuard
 from stream.worker.hotswap import CheckpointWatcher, Loaded
 from stream.worker.live import ShiftFeed
 from stream.worker.metrics import WorkerMetrics
-from stream.worker.pipeline import Admitted, Ignored, InterestPipeline, Refused
+from stream.worker.pipeline import Admitted, Ignored, InterestPipeline, Refused, serving_scorer
 from stream.worker.state import StateCache, UserState
 from stream.worker.ttl import ActivityIndex
 from stream.worker.views import add_views
@@ -76,7 +76,8 @@ class Worker:
         self.settings = settings
         checkpoint = load_checkpoint(settings.checkpoint)
         detector = load_detector(settings.checkpoint, checkpoint.model_version)
-        self.pipeline = InterestPipeline(checkpoint, settings, detector)
+        scorer = serving_scorer(checkpoint, settings, detector)
+        self.pipeline = InterestPipeline(checkpoint, settings, detector, scorer)
         self.serving = Loaded(checkpoint, detector)  # what the views and shiftwatch_model_info describe
         for warning in self.serving.warnings:
             log.warning("Serving %s: %s", settings.checkpoint, warning)
@@ -97,7 +98,7 @@ class Worker:
         self.feed = ShiftFeed()
         top_categories = checkpoint.tokenizer.categories.tokens[OOV_ID + 1 : OOV_ID + 1 + FLOW_CATEGORIES]
         self.metrics = WorkerMetrics(
-            registry, self.pipeline.scorer.engine, self.serving.info, self.lags, self.table_rows, top_categories
+            registry, scorer.engine, self.serving.info, self.lags, self.table_rows, top_categories
         )
         # Raw bytes in: the pipeline parses and validates them, and dead-letters them verbatim.
         # Forget requests share the agent (and its partitions: both keyed by user), so an erasure

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 
+from model.online.detector import ShiftDetector
 from stream.settings import Settings
 from stream.worker.live import ShiftFeed
-from stream.worker.pipeline import Admitted, InterestPipeline
+from stream.worker.pipeline import Admitted, InterestPipeline, serving_scorer
 from stream.worker.state import StateCache, UserState
 from stream.worker.ttl import ActivityIndex
 from tests.stream.helpers import NOW_MS
@@ -32,7 +33,8 @@ def event(u: int) -> tuple[bytes, bytes]:
 def test_a_hundred_thousand_users_leave_every_per_user_structure_within_its_bound(stream_checkpoint) -> None:
     checkpoint, _ = stream_checkpoint
     settings = Settings(state_cache_users=BOUND, cache_mb=1, publish_threshold=0.01)
-    pipeline = InterestPipeline(checkpoint, settings)
+    scorer = serving_scorer(checkpoint, settings, ShiftDetector())
+    pipeline = InterestPipeline(checkpoint, settings, scorer=scorer)
     states = StateCache(settings.state_cache_users)
     activity = ActivityIndex()
     feed = ShiftFeed()
@@ -59,8 +61,8 @@ def test_a_hundred_thousand_users_leave_every_per_user_structure_within_its_boun
     assert all(v.base is None and v.nbytes <= 4 * v.size for v in pipeline._last_published.values()), (
         "copies, not views"
     )
-    assert pipeline.scorer.engine.cache_bytes <= settings.cache_mb * 2**20 and len(
-        pipeline.scorer.engine._next_position
-    ) == len(pipeline.scorer.engine)
+    assert scorer.engine.cache_bytes <= settings.cache_mb * 2**20 and len(scorer.engine._next_position) == len(
+        scorer.engine
+    )
     assert len(activity) <= 3_600 * 1.01 + 4, "only rows within the TTL of their partition's latest"
     assert len(feed.recent(10**6)) <= feed.keep

@@ -1,0 +1,150 @@
+"""The recent interest: the model's reading of a user's last few events alone.
+
+The output equals a full forward over each window (:meth:`InterestTransformer.encode` and
+the interest mixture at the window's last event, the first event with no known time gap),
+computed with only the work that output depends on:
+
+* windows of equal length are batched together, so no padded position is computed;
+* every block but the last runs over all the window's events (the last block reads their
+  keys and values); the last block's attention and feed-forward, and both heads, run at
+  the window's last event only.
+
+There is no cache from one event to the next, and there cannot be one that is exact: the
+next event's window drops the oldest event, which changes the state of every event after
+it (attention renormalises without it, through the layer's nonlinearity) and gives the new
+oldest event no time gap. So each event costs one short forward over ``recent_events``
+rows of the first block, and one row of the rest.
+
+>>> from model.net.config import ModelConfig
+>>> from model.net.transformer import InterestTransformer, TokenBatch
+>>> _ = torch.manual_seed(0)
+>>> model = InterestTransformer(ModelConfig(n_items=20, n_categories=6, d_model=16, n_heads=2, d_ff=32, window=4, copy_window=4)).eval()
+>>> windows = TokenWindows.of([np.array([[5, 2, 2, 0], [6, 3, 2, 4], [7, 2, 3, 1]]), np.array([[9, 4, 2, 0]])])
+>>> out, copied = window_interest(model, windows, k=3)
+>>> ids = torch.tensor([[5, 6, 7]])
+>>> batch = TokenBatch(ids, torch.tensor([[2, 3, 2]]), torch.tensor([[2, 2, 3]]), torch.tensor([[0, 4, 1]]), torch.zeros(1, dtype=torch.long))
+>>> with torch.inference_mode():
+...     full = model.category_probs(model.encode(batch))[0, -1]
+>>> bool(torch.allclose(out.probs[0], full, atol=1e-6)), tuple(copied.shape)
+(True, (2, 3))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from model.net.transformer import Block, InterestTransformer, apply_rotary, band_mask
+from model.online.engine import equal_runs
+from model.online.readout import Readout, readout
+
+
+@dataclass(frozen=True, slots=True)
+class TokenWindows:
+    """Token windows, flat: window ``w`` is rows ``starts[w] : starts[w] + lengths[w]`` of
+    ``tokens`` ``(N, 4)`` (item, category, behaviour, gap ids), in event order."""
+
+    tokens: np.ndarray
+    lengths: np.ndarray
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.cumsum(self.lengths) - self.lengths
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @classmethod
+    def of(cls, windows: Sequence[np.ndarray]) -> TokenWindows:
+        """From one ``(length, 4)`` array per window."""
+        lengths = np.asarray([len(w) for w in windows], dtype=np.int64)
+        tokens = np.concatenate(windows) if windows else np.zeros((0, 4), dtype=np.int64)
+        return cls(tokens.astype(np.int64, copy=False), lengths)
+
+
+@torch.inference_mode()
+def window_interest(model: InterestTransformer, windows: TokenWindows, k: int) -> tuple[Readout, Tensor]:
+    """The interest distribution after each window's last event, reading that window only
+    (its ``k`` most probable ids, padding and OOV included), and the mass it copies from each
+    of the window's events, ``(B, longest window)`` (zero past a window's end).
+
+    The windows' events are packed in order of window length, so that every projection and
+    feed-forward runs on real events, each in one call; attention runs per group of windows
+    of one length.
+    """
+    config = model.config
+    n = len(windows)
+    if n == 0:
+        empty = torch.empty((0, config.n_categories))
+        return Readout(empty, np.zeros((0, k), dtype=np.int64), np.zeros(0)), torch.empty((0, 0))
+    order = np.argsort(windows.lengths, kind="stable")
+    lengths = windows.lengths[order]
+    rows = np.concatenate([np.arange(a, a + b) for a, b in zip(windows.starts[order].tolist(), lengths.tolist())])
+    tokens = torch.from_numpy(windows.tokens[rows])
+    steps = torch.from_numpy(np.concatenate([np.arange(length) for length in lengths.tolist()]))
+    groups = equal_runs(lengths)
+    x = model.embed(tokens[:, 0], tokens[:, 1], tokens[:, 2], tokens[:, 3])
+    cos, sin = model.rotary(steps)
+    cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
+    masks = {length: band_mask(length, config.window) for length in np.unique(lengths).tolist()}
+    blocks = cast(Sequence[Block], model.blocks)
+    h = x
+    for block in blocks[:-1]:
+        q, key, value = _projected(block, h, cos, sin)
+        attended = torch.empty_like(q)
+        for w0, w1, r0, r1 in groups:
+            m, length = w1 - w0, (r1 - r0) // (w1 - w0)
+            grouped = [t[r0:r1].view(m, length, *t.shape[1:]).transpose(1, 2) for t in (q, key, value)]
+            out = F.scaled_dot_product_attention(*grouped, attn_mask=masks[length])
+            attended[r0:r1] = out.transpose(1, 2).flatten(0, 1)
+        h = block.feed_forward(h + block.attn.out(attended.flatten(1)))
+    last = blocks[-1]
+    ends = torch.from_numpy(np.cumsum(lengths) - 1)  # each window's last event
+    q, key, value = _projected(last, h, cos, sin, queries=ends)
+    attended = torch.empty_like(q)
+    for w0, w1, r0, r1 in groups:
+        m, length = w1 - w0, (r1 - r0) // (w1 - w0)
+        seen = min(length, config.window)  # the keys the last event's query sees
+        keys, values = (t[r0:r1].view(m, length, *t.shape[1:])[:, -seen:].transpose(1, 2) for t in (key, value))
+        attended[w0:w1] = F.scaled_dot_product_attention(q[w0:w1, :, None], keys, values)[:, :, 0]
+    hidden = model.final_norm(last.feed_forward(h[ends] + last.attn.out(attended.flatten(1))))
+
+    width = int(lengths[-1])
+    copy_keys = model.copy_key(x)
+    padded = torch.zeros((n, width, config.d_model))
+    categories = torch.zeros((n, width), dtype=torch.long)
+    offsets = torch.full((n, width), -1, dtype=torch.long)  # -1: no event, masked
+    window_rows = torch.from_numpy(np.repeat(np.arange(n), lengths))
+    padded[window_rows, steps] = copy_keys
+    categories[window_rows, steps] = tokens[:, 1]
+    offsets[window_rows, steps] = torch.from_numpy(np.repeat(lengths - 1, lengths)) - steps
+    gate = model.copy_gate_probs(hidden)
+    weights = model.copied(model.copy_query(hidden)[:, None], 1 - gate[:, None], padded, offsets[:, None])[:, 0]
+    back = torch.from_numpy(np.argsort(order, kind="stable"))
+    weights = weights[back]
+    return readout(model, hidden[back], gate[back], categories[back], weights, k, skip=0, with_entropy=False), weights
+
+
+def _projected(
+    block: Block, h: Tensor, cos: Tensor, sin: Tensor, queries: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """A block's rotated queries (of the rows ``queries``, or all), keys and values of rows
+    ``h (N, d)``, each ``(rows, heads, head_dim)``."""
+    attention = block.attn
+    y = block.ln_attn(h)
+    shape = (attention.n_heads, attention.head_dim)
+    d = y.shape[-1]
+    weight, bias = attention.qkv.weight, attention.qkv.bias
+    if queries is None:
+        qkv = attention.qkv(y).view(len(y), 3, *shape)
+        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
+    q = F.linear(y[queries], weight[:d], bias[:d]).view(len(queries), *shape)
+    kv = F.linear(y, weight[d:], bias[d:]).view(len(y), 2, *shape)
+    return apply_rotary(q, cos[queries], sin[queries]), apply_rotary(kv[:, 0], cos, sin), kv[:, 1]
