@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from model.data.vocab import OOV_ID, TokenSequence
 from model.net.batching import pad_sequences
-from model.net.transformer import Block, InterestTransformer, apply_rotary
+from model.net.transformer import NEG_INF, Block, InterestTransformer, apply_rotary
 from model.online.readout import readout
 
 NO_EVENT = -(1 << 40)  # position of an empty cache slot: never inside any window
@@ -191,6 +191,22 @@ def equal_runs(lengths: np.ndarray) -> list[tuple[int, int, int, int]]:
     bounds = np.concatenate([[0], ends, [len(lengths)]])
     rows = np.concatenate([[0], np.cumsum(lengths)])
     return [(int(a), int(b), int(rows[a]), int(rows[b])) for a, b in itertools.pairwise(bounds.tolist())]
+
+
+def split_softmax(dense: torch.Tensor, sparse: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A softmax, for each row ``n``, over ``dense[n, ..., :]`` and the ``sparse`` entries whose
+    ``rows`` are ``n`` together; every row has at least one finite entry.
+
+    >>> dense, sparse = torch.tensor([[0.0, float("-inf")], [1.0, 1.0]]), torch.tensor([0.0, 0.0, 1.0])
+    >>> a, b = split_softmax(dense, sparse, torch.tensor([0, 0, 1]))
+    >>> a.tolist(), b.tolist()
+    ([[0.3333333432674408, 0.0], [0.3333333432674408, 0.3333333432674408]], [0.3333333432674408, 0.3333333432674408, 0.3333333432674408])
+    """
+    peak = dense.amax(dim=-1).scatter_reduce(0, rows.view(-1, *[1] * (sparse.dim() - 1)).expand_as(sparse), sparse, "amax")
+    dense = (dense - peak[..., None]).exp()
+    sparse = (sparse - peak[rows]).exp()
+    total = dense.sum(dim=-1).index_add_(0, rows, sparse)
+    return dense / total[..., None], sparse / total[rows]
 
 
 def bytes_per_user(model: InterestTransformer, dtype: torch.dtype = torch.float32) -> int:
@@ -421,21 +437,16 @@ class IncrementalEngine:
     def _advance(self, chunks: list[list[UserEvent]], slots: torch.Tensor) -> dict[str, np.ndarray]:
         """Run every chunk of new events through the model against its user's cached rows.
 
-        The new events are packed, chunk after chunk with chunks in order of length, so that
-        every projection, feed-forward and head runs on real events only. Attention runs per
-        group of chunks of one length ``K``: each new row over its user's ring (written before
-        this step) and the rows of its chunk; the band mask comes from absolute positions, so
-        ring slot order never matters.
+        The new events are packed, chunk after chunk, so that every projection,
+        feed-forward and head runs on real events only, each in one call. A new event
+        attends over two sets of keys: its user's ring (written before this step; which
+        slots are inside its window comes from absolute positions, so slot order never
+        matters) and the events of its chunk up to itself. The second set differs in size
+        from event to event, so it is held as a flat list of (event, key) pairs and the
+        softmax runs over both sets together (:func:`split_softmax`): no padded position is
+        computed anywhere. The copy head reads its candidates the same way.
         """
         model, s, config = self.model, self._slabs, self.model.config
-        order = sorted(range(len(chunks)), key=lambda c: len(chunks[c]))  # stable: equal lengths keep their order
-        given = np.array([len(chunk) for chunk in chunks])
-        given_starts = np.cumsum(given) - given
-        packed = np.concatenate([np.arange(given_starts[c], given_starts[c] + given[c]) for c in order])
-        back = np.empty_like(packed)  # packed row of each event in the order given
-        back[packed] = np.arange(len(packed))
-        chunks = [chunks[c] for c in order]
-        slots = slots[order]
         lengths = np.array([len(chunk) for chunk in chunks])
         flat = np.array(
             [
@@ -447,9 +458,16 @@ class IncrementalEngine:
         )
         tokens = torch.from_numpy(flat[:, :4])
         positions = torch.from_numpy(flat[:, 4])
-        row_slots = slots[torch.from_numpy(np.repeat(np.arange(len(chunks)), lengths))]
-        groups = equal_runs(lengths)
-        masks = [self._group_mask(slots[c0:c1], positions[r0:r1].view(c1 - c0, -1)) for c0, c1, r0, r1 in groups]
+        chunk_starts = np.cumsum(lengths) - lengths
+        row_chunks = np.repeat(np.arange(len(chunks)), lengths)
+        steps = np.arange(len(flat)) - chunk_starts[row_chunks]  # each event's place in its chunk
+        pair_rows_np = np.repeat(np.arange(len(flat)), steps + 1)  # (event, earlier event of its chunk or itself)
+        pair_steps = np.arange(len(pair_rows_np)) - np.repeat(np.cumsum(steps + 1) - (steps + 1), steps + 1)
+        pair_rows = torch.from_numpy(pair_rows_np)
+        pair_keys = torch.from_numpy(chunk_starts[row_chunks][pair_rows_np] + pair_steps)
+        row_slots = slots[torch.from_numpy(row_chunks)]
+        ring_offsets = positions[:, None] - s.positions.index_select(0, row_slots)
+        ring_visible = ((ring_offsets >= 0) & (ring_offsets < config.window))[:, None]  # (N, 1, W)
 
         x = model.embed(tokens[:, 0], tokens[:, 1], tokens[:, 2], tokens[:, 3])
         cos, sin = model.rotary(positions)
@@ -460,17 +478,14 @@ class IncrementalEngine:
             attention = block.attn
             qkv = attention.qkv(block.ln_attn(h)).view(len(h), 3, attention.n_heads, attention.head_dim)
             q, k, v = apply_rotary(qkv[:, 0], cos, sin), apply_rotary(qkv[:, 1], cos, sin), qkv[:, 2]
-            attended = torch.empty_like(q)
-            for (c0, c1, r0, r1), visible in zip(groups, masks):
-                n = c1 - c0
-
-                def grouped(rows: torch.Tensor, n: int = n, r0: int = r0, r1: int = r1) -> torch.Tensor:
-                    return rows[r0:r1].view(n, (r1 - r0) // n, *rows.shape[1:]).transpose(1, 2)
-
-                keys = torch.cat([s.keys[layer, slots[c0:c1]].float(), grouped(k)], dim=2)
-                values = torch.cat([s.values[layer, slots[c0:c1]].float(), grouped(v)], dim=2)
-                out = F.scaled_dot_product_attention(grouped(q), keys, values, attn_mask=visible)
-                attended[r0:r1] = out.transpose(1, 2).reshape(r1 - r0, *q.shape[1:])
+            q = q * attention.head_dim**-0.5
+            ring_keys = s.keys[layer].index_select(0, row_slots).float()  # (N, heads, W, head_dim)
+            ring_values = s.values[layer].index_select(0, row_slots).float()
+            ring_scores = (ring_keys * q[:, :, None]).sum(-1).masked_fill_(~ring_visible, NEG_INF)
+            pair_scores = (q.index_select(0, pair_rows) * k.index_select(0, pair_keys)).sum(-1)  # (P, heads)
+            ring_weights, pair_weights = split_softmax(ring_scores, pair_scores, pair_rows)
+            attended = (ring_weights[:, :, None] @ ring_values)[:, :, 0]
+            attended = attended.index_add_(0, pair_rows, pair_weights[..., None] * v.index_select(0, pair_keys))
             h = block.feed_forward(h + attention.out(attended.flatten(1)))
             s.keys[layer, row_slots, :, ring] = k.to(self.cache_dtype)
             s.values[layer, row_slots, :, ring] = v.to(self.cache_dtype)
@@ -479,46 +494,41 @@ class IncrementalEngine:
         copy_keys = model.copy_key(x)
 
         width = config.copy_window
-        n_rows = len(h)
-        given_rows = torch.from_numpy(packed)
         gate = model.copy_gate_probs(hidden)
-        copy_queries = model.copy_query(hidden)
-        # Every output's copy candidates (its user's copy ring, then its chunk), in the order given.
+        queries = model.copy_query(hidden)
+        ring_positions = s.copy_positions.index_select(0, row_slots)
+        ring_copy_offsets = positions[:, None] - ring_positions
+        ring_copy_keys = s.copy_keys.index_select(0, row_slots).float()
+        ring_logits = model.copy_logits(queries[:, None], ring_copy_keys, ring_copy_offsets[:, None])
+        pair_logits = model.copy_logits(
+            queries[pair_rows, None], copy_keys[pair_keys, None], (pair_rows - pair_keys)[:, None, None]
+        )
+        ring_copied, pair_copied = split_softmax(ring_logits[:, 0], pair_logits[:, 0, 0], pair_rows)
+        share = 1 - gate
+        # Every output's copy candidates, its user's copy ring then its chunk, in one table.
         candidates = width + int(lengths.max())
-        candidate_weights = torch.zeros((n_rows, candidates))
-        candidate_categories = torch.zeros((n_rows, candidates), dtype=torch.long)
-        copy_weights = torch.empty((n_rows, width))
-        copy_positions = torch.empty((n_rows, width), dtype=torch.long)
-        copy_categories = torch.empty((n_rows, width), dtype=torch.long)
-        for c0, c1, r0, r1 in groups:
-            n, chunk = c1 - c0, (r1 - r0) // (c1 - c0)
-            group_slots, to = slots[c0:c1], given_rows[r0:r1]
-            query_positions = positions[r0:r1].view(n, chunk)
-            keys = torch.cat([s.copy_keys[group_slots].float(), copy_keys[r0:r1].view(n, chunk, -1)], dim=1)
-            categories = torch.cat([s.copy_categories[group_slots], tokens[r0:r1, 1].view(n, chunk)], dim=1)
-            candidate_positions = torch.cat([s.copy_positions[group_slots], query_positions], dim=1)
-            offsets = query_positions[:, :, None] - candidate_positions[:, None, :]
-            share = 1 - gate[r0:r1].view(n, chunk, 1)
-            weights = model.copied(copy_queries[r0:r1].view(n, chunk, -1), share, keys, offsets).flatten(0, 1)
-            every_category = categories[:, None].expand(n, chunk, -1).flatten(0, 1)
-            candidate_weights[to, : width + chunk] = weights
-            candidate_categories[to, : width + chunk] = every_category
-            # Report the (at most copy_window) candidates inside the window, in a fixed width.
-            inside = ((offsets >= 0) & (offsets < width)).flatten(0, 1)
-            keep = torch.argsort((~inside).to(torch.int8), dim=1, stable=True)[:, :width]
-            copy_weights[to] = weights.gather(1, keep)
-            every_position = candidate_positions[:, None].expand(n, chunk, -1).flatten(0, 1)
-            copy_positions[to] = torch.where(inside, every_position, -1).gather(1, keep)
-            copy_categories[to] = every_category.gather(1, keep)
+        candidate_weights = torch.zeros((len(h), candidates))
+        candidate_categories = torch.zeros((len(h), candidates), dtype=torch.long)
+        candidate_positions = torch.full((len(h), candidates), -1, dtype=torch.long)
+        inside = torch.zeros((len(h), candidates), dtype=torch.bool)
+        columns = torch.from_numpy(width + pair_steps)
+        candidate_weights[:, :width] = share * ring_copied
+        candidate_weights[pair_rows, columns] = share[pair_rows, 0] * pair_copied
+        candidate_categories[:, :width] = s.copy_categories.index_select(0, row_slots)
+        candidate_categories[pair_rows, columns] = tokens[pair_keys, 1]
+        candidate_positions[:, :width] = ring_positions
+        candidate_positions[pair_rows, columns] = positions[pair_keys]
+        inside[:, :width] = (ring_copy_offsets >= 0) & (ring_copy_offsets < width)
+        inside[pair_rows, columns] = True
+        # Report the (at most copy_window) candidates inside the window, in a fixed width.
+        keep = torch.argsort((~inside).to(torch.int8), dim=1, stable=True)[:, :width]
         copy_ring = positions % width
         s.copy_positions[row_slots, copy_ring] = positions
         s.copy_categories[row_slots, copy_ring] = tokens[:, 1]
         s.copy_keys[row_slots, copy_ring] = copy_keys.to(self.cache_dtype)
 
-        given = torch.from_numpy(back)
-        hidden = hidden[given]
         k = min(self.top_categories, config.n_categories - OOV_ID - 1)  # padding and OOV are no categories
-        out = readout(model, hidden, gate[given], candidate_categories, candidate_weights, k, skip=OOV_ID + 1)
+        out = readout(model, hidden, gate, candidate_categories, candidate_weights, k, skip=OOV_ID + 1)
         top_scores, top_ids = model.top_items(hidden, self.top_k)
         return {
             "category_probs": out.probs.numpy(),
@@ -526,13 +536,7 @@ class IncrementalEngine:
             "entropy": out.entropy,
             "top_items": top_ids.numpy(),
             "top_item_scores": top_scores.numpy(),
-            "copy_weights": copy_weights.numpy(),
-            "copy_positions": copy_positions.numpy(),
-            "copy_categories": copy_categories.numpy(),
+            "copy_weights": candidate_weights.gather(1, keep).numpy(),
+            "copy_positions": torch.where(inside, candidate_positions, -1).gather(1, keep).numpy(),
+            "copy_categories": candidate_categories.gather(1, keep).numpy(),
         }
-
-    def _group_mask(self, slots: torch.Tensor, query_positions: torch.Tensor) -> torch.Tensor:
-        """Which keys (the users' rings, then their chunks) each new row may see, ``(n, 1, K, W + K)``."""
-        key_positions = torch.cat([self._slabs.positions[slots], query_positions], dim=1)
-        offsets = query_positions[:, :, None] - key_positions[:, None, :]
-        return ((offsets >= 0) & (offsets < self.model.config.window))[:, None]
