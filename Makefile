@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system lint test demo soak bench-beauty bench-engine bench-e2e eval-taobao detect-eval clean
+.PHONY: install system lint test demo soak bench-beauty bench-engine bench-scoring bench-e2e eval-taobao detect-eval clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,12 @@ bench-beauty: install
 bench-engine: install
 	test -f checkpoints/taobao/checkpoint.json || $(MAKE) eval-taobao
 	$(BIN)/python -m bench.engine --checkpoint checkpoints/taobao --json bench/results/engine.json
+
+# The worker's scoring stage on the head sample and the 66k-user time slice, against a full recompute.
+bench-scoring: install
+	test -f checkpoints/taobao/checkpoint.json || $(MAKE) eval-taobao
+	$(BIN)/python -m bench.scoring --checkpoint checkpoints/taobao --json bench/results/scoring.json \
+		--baseline bench/results/scoring_baseline.json
 
 bench-e2e: install
 	test -f checkpoints/taobao/checkpoint.json || $(MAKE) eval-taobao

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from topics.records import DEAD_LETTER_COPY_BYTES
 
 T = TypeVar("T")
+CACHE_DTYPES = ("float16", "float32", "bfloat16")
 
 
 def setting(default: T, doc: str) -> T:
@@ -83,6 +84,17 @@ class Settings:
         16_384, "Largest input message accepted, bytes; larger ones are dead-lettered as `oversized`."
     )
     cache_mb: int = setting(256, "Byte budget of the engine's KV cache, MiB.")
+    cache_dtype: str = setting(
+        "float16",
+        "Precision of the cached attention keys and values: `float16` (39,600 bytes per user at the shipped "
+        "model's size; outputs within 1e-5 of float32, bench/results/scoring.md), `float32` (65,200) or "
+        "`bfloat16` (coarser).",
+    )
+    torch_threads: int = setting(
+        0,
+        "Threads PyTorch computes a batch with; 0: one per CPU this process may run on, less one for the event "
+        "loop (at least one).",
+    )
     state_cache_users: int = setting(
         20_000, "Users whose table rows are kept deserialised in memory (least recently used first out)."
     )
@@ -138,6 +150,13 @@ class Settings:
         "/shifts/recent.",
     )
 
+    @property
+    def compute_threads(self) -> int:
+        """:attr:`torch_threads`, with 0 resolved for this process."""
+        if self.torch_threads:
+            return self.torch_threads
+        return max(1, len(os.sched_getaffinity(0)) - 1)
+
     def __post_init__(self) -> None:
         if not 0 < self.max_event_bytes <= DEAD_LETTER_COPY_BYTES:
             raise ValueError(
@@ -149,6 +168,10 @@ class Settings:
                 f"SHIFTWATCH_WEB_BIND={self.web_bind!r} listens beyond loopback: set SHIFTWATCH_API_TOKEN too, so that "
                 "user data is not served to anyone who reaches the port"
             )
+        if self.cache_dtype not in CACHE_DTYPES:
+            raise ValueError(f"SHIFTWATCH_CACHE_DTYPE={self.cache_dtype!r}: must be one of {', '.join(CACHE_DTYPES)}")
+        if self.torch_threads < 0:
+            raise ValueError(f"SHIFTWATCH_TORCH_THREADS={self.torch_threads}: must be 0 (automatic) or more")
         if self.erasure_deadline_s < 4:  # a quarter of it is a segment's lifetime: at least a second
             raise ValueError(f"SHIFTWATCH_ERASURE_DEADLINE_S={self.erasure_deadline_s:g}: must be at least 4 seconds")
 

@@ -43,24 +43,31 @@ def blend(old: Mapping[str, float], new: Mapping[str, float], weight: float, m: 
     """``(1 - weight) * old + weight * new``, cut to its ``m`` strongest categories."""
     keep = 1.0 - weight
     mixed = {category: keep * mass for category, mass in old.items()}
+    get = mixed.get
     for category, mass in new.items():
-        mixed[category] = mixed.get(category, 0.0) + weight * mass
+        mixed[category] = get(category, 0.0) + weight * mass
     return strongest(mixed, m)
 
 
 def jensen_shannon(p: Mapping[str, float], q: Mapping[str, float]) -> float:
     """Jensen-Shannon divergence in bits (0 = same, 1 = disjoint), the rest counted as one category."""
-    pairs = [(rest(p), rest(q))]
-    pairs += [(mass, q.get(category, 0.0)) for category, mass in p.items()]
-    pairs += [(0.0, mass) for category, mass in q.items() if category not in p]
     log2 = math.log2
     total = 0.0
+    get = q.get
+    pairs = [(rest(p), rest(q))]
+    pairs += [(a, get(category, 0.0)) for category, a in p.items()]
     for a, b in pairs:  # a log(a/m) + b log(b/m), m = (a + b) / 2
-        mean = 0.5 * (a + b)
-        if a > 0.0:
+        if b == 0.0:
+            total += a  # a log2(a / (a / 2)) is a exactly
+        elif a == 0.0:
+            total += b
+        else:
+            mean = 0.5 * (a + b)
             total += a * log2(a / mean)
-        if b > 0.0:
             total += b * log2(b / mean)
+    for category, b in q.items():  # categories of q alone
+        if category not in p:
+            total += b
     return min(1.0, max(0.0, 0.5 * total))
 
 

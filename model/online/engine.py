@@ -37,7 +37,6 @@ from typing import Protocol, cast
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from model.data.vocab import OOV_ID, TokenSequence
 from model.net.batching import pad_sequences
@@ -157,7 +156,7 @@ class _Slabs:
             keys=torch.zeros(kv_shape, dtype=dtype),
             values=torch.zeros(kv_shape, dtype=dtype),
             positions=torch.full((capacity, c.window), NO_EVENT, dtype=torch.long),
-            copy_keys=torch.zeros((capacity, c.copy_window, c.d_model), dtype=dtype),
+            copy_keys=torch.zeros((capacity, c.copy_window, c.d_model), dtype=torch.float32),
             copy_categories=torch.zeros((capacity, c.copy_window), dtype=torch.long),
             copy_positions=torch.full((capacity, c.copy_window), NO_EVENT, dtype=torch.long),
         )
@@ -202,7 +201,9 @@ def split_softmax(dense: torch.Tensor, sparse: torch.Tensor, rows: torch.Tensor)
     >>> a.tolist(), b.tolist()
     ([[0.3333333432674408, 0.0], [0.3333333432674408, 0.3333333432674408]], [0.3333333432674408, 0.3333333432674408, 0.3333333432674408])
     """
-    peak = dense.amax(dim=-1).scatter_reduce(0, rows.view(-1, *[1] * (sparse.dim() - 1)).expand_as(sparse), sparse, "amax")
+    peak = dense.amax(dim=-1).scatter_reduce(
+        0, rows.view(-1, *[1] * (sparse.dim() - 1)).expand_as(sparse), sparse, "amax"
+    )
     dense = (dense - peak[..., None]).exp()
     sparse = (sparse - peak[rows]).exp()
     total = dense.sum(dim=-1).index_add_(0, rows, sparse)
@@ -210,11 +211,13 @@ def split_softmax(dense: torch.Tensor, sparse: torch.Tensor, rows: torch.Tensor)
 
 
 def bytes_per_user(model: InterestTransformer, dtype: torch.dtype = torch.float32) -> int:
-    """Cache bytes one user occupies: K/V rows of every layer, copy keys, categories, positions."""
+    """Cache bytes one user occupies: K/V rows of every layer (in ``dtype``), copy keys (always
+    float32: the copy head's attention is sharp, and rounding its keys moves the distribution
+    most), copy categories and positions."""
     c = model.config
     element = torch.empty(0, dtype=dtype).element_size()
     kv = 2 * c.n_layers * c.window * c.d_model * element
-    copy = c.copy_window * c.d_model * element
+    copy = c.copy_window * c.d_model * 4
     positions = 8 * (c.window + 2 * c.copy_window)
     return kv + copy + positions
 
@@ -224,8 +227,9 @@ class IncrementalEngine:
 
     ``step`` takes a batch of events (several for one user are processed in order) and
     returns every user's interest distribution and top items. ``budget_bytes`` bounds the
-    cache; ``cache_dtype`` may be ``torch.bfloat16`` or ``torch.float16`` to hold twice the
-    users at a small, measured error (``bench/engine.py``). ``swap`` installs a new model
+    cache; ``cache_dtype`` (of the attention keys and values) may be ``torch.float16``, which
+    holds 1.65 times the users within 1e-5 of the float32 outputs, or ``torch.bfloat16``
+    (coarser; measured by ``bench/engine.py`` and ``bench/scoring.py``). ``swap`` installs a new model
     and drops every cache.
     """
 
@@ -432,7 +436,7 @@ class IncrementalEngine:
             else:
                 s.copy_positions[target, positions % ring] = positions
                 s.copy_categories[target, positions % ring] = batch.categories[rows_t, steps_t]
-                s.copy_keys[target, positions % ring] = encoding.copy_keys[rows_t, steps_t].to(self.cache_dtype)
+                s.copy_keys[target, positions % ring] = encoding.copy_keys[rows_t, steps_t]
 
     def _advance(self, chunks: list[list[UserEvent]], slots: torch.Tensor) -> dict[str, np.ndarray]:
         """Run every chunk of new events through the model against its user's cached rows.
@@ -525,10 +529,10 @@ class IncrementalEngine:
         copy_ring = positions % width
         s.copy_positions[row_slots, copy_ring] = positions
         s.copy_categories[row_slots, copy_ring] = tokens[:, 1]
-        s.copy_keys[row_slots, copy_ring] = copy_keys.to(self.cache_dtype)
+        s.copy_keys[row_slots, copy_ring] = copy_keys
 
-        k = min(self.top_categories, config.n_categories - OOV_ID - 1)  # padding and OOV are no categories
-        out = readout(model, hidden, gate, candidate_categories, candidate_weights, k, skip=OOV_ID + 1)
+        best = min(self.top_categories, config.n_categories - OOV_ID - 1)  # padding and OOV are no categories
+        out = readout(model, hidden, gate, candidate_categories, candidate_weights, best, skip=OOV_ID + 1)
         top_scores, top_ids = model.top_items(hidden, self.top_k)
         return {
             "category_probs": out.probs.numpy(),

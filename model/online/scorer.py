@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from model.data.events import StoredEvent
@@ -131,9 +132,23 @@ class InterestScorer:
     (a reordered event); :meth:`forget` that user first.
     """
 
-    def __init__(self, checkpoint: Checkpoint, *, budget_bytes: int, top_k: int, recent_events: int, top_m: int):
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        *,
+        budget_bytes: int,
+        top_k: int,
+        recent_events: int,
+        top_m: int,
+        cache_dtype: torch.dtype = torch.float32,
+    ):
         self.engine = IncrementalEngine(
-            checkpoint.model, checkpoint.model_version, budget_bytes=budget_bytes, top_k=0, top_categories=top_k
+            checkpoint.model,
+            checkpoint.model_version,
+            budget_bytes=budget_bytes,
+            cache_dtype=cache_dtype,
+            top_k=0,
+            top_categories=top_k,
         )
         self.tokenizer = checkpoint.tokenizer
         self.top_k = top_k

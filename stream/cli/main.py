@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from stream.cli import broker, demand, demo, detect_eval, evaluate, forget, replay, topics, train, triggers, worker
+from stream.cli import bench, broker, demand, demo, detect_eval, evaluate, forget, replay, topics, train, triggers, worker
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add(subparsers)
     replay.add(subparsers)
     demo.add(subparsers)
+    bench.add(subparsers)
     return parser
 
 

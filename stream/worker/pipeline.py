@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from model.data.events import StoredEvent
 from model.net.checkpoint import Checkpoint
@@ -127,6 +128,7 @@ def serving_scorer(checkpoint: Checkpoint, settings: Settings, detector: ShiftDe
         top_k=settings.top_k,
         recent_events=detector.settings.recent_events,
         top_m=detector.settings.top_m,
+        cache_dtype=getattr(torch, settings.cache_dtype),
     )
 
 

@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
+import torch
 from faust.types import EventT
 
 from model.data.vocab import OOV_ID
@@ -74,6 +75,8 @@ class Worker:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        # Scoring runs in the event loop's executor: leave the loop a core of its own.
+        torch.set_num_threads(settings.compute_threads)
         checkpoint = load_checkpoint(settings.checkpoint)
         detector = load_detector(settings.checkpoint, checkpoint.model_version)
         scorer = serving_scorer(checkpoint, settings, detector)
