@@ -39,7 +39,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,12 +51,12 @@ from tqdm import tqdm
 from model.data.loaders import EventLog, load_event_log
 from model.net.checkpoint import Checkpoint, load_checkpoint
 from model.online.detector import ShiftDetector, load_detector
-from model.online.reference import FullRecompute
-from model.online.scorer import BatchInterest, Scorer, UserWindow
+from model.online.reference import FullRecompute, Recorded
 from stream.ops.replay import messages
 from stream.settings import Settings
 from stream.worker.pipeline import Admitted, InterestPipeline, Scored, serving_scorer
 from stream.worker.state import UserState
+from stream.worker.tuning import tune_for_scoring
 
 HEAD = Path("data/taobao/UserBehavior_head_84475rows.csv.gz")
 TIMESLICE = Path("data/taobao/UserBehavior_timeslice_20171126_0900-1110.csv.gz")
@@ -94,25 +94,6 @@ def admitted_batches(
             batch = []
     if batch:
         yield batch
-
-
-class Recorded:
-    """A scorer that keeps what it returned last, so that two runs can be compared batch by batch."""
-
-    def __init__(self, scorer: Scorer):
-        self.scorer = scorer
-        self.times = scorer.times
-        self.last: BatchInterest | None = None
-
-    def score(self, windows: Sequence[UserWindow]) -> BatchInterest:
-        self.last = self.scorer.score(windows)
-        return self.last
-
-    def swap(self, checkpoint: Checkpoint, recent_events: int, top_m: int) -> None:
-        self.scorer.swap(checkpoint, recent_events, top_m)
-
-    def forget(self, user_id: str) -> None:
-        self.scorer.forget(user_id)
 
 
 def _shift_keys(scored: Scored) -> list[tuple[str, str]]:
@@ -220,7 +201,7 @@ def _events(log: EventLog, config: ScoringBenchConfig) -> int:
 def run_scoring_bench(
     checkpoint: Checkpoint, detector: ShiftDetector, logs: dict[str, EventLog], config: ScoringBenchConfig
 ) -> dict[str, Any]:
-    torch.set_num_threads(config.threads)
+    tune_for_scoring(config.threads)  # as a worker sets itself up
     datasets: dict[str, dict[str, Any]] = {}
     for name, log in logs.items():
         result = timed_run(checkpoint, detector, log, config)

@@ -6,6 +6,7 @@ category is always representable.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,11 @@ class Vocabulary:
 
     def encode(self, token: str) -> int:
         return self._ids.get(token, OOV_ID)
+
+    @functools.cached_property
+    def token_array(self) -> np.ndarray:
+        """The tokens as an object array, to decode many ids at once."""
+        return np.asarray(self.tokens, dtype=object)
 
     def encode_many(self, tokens: Iterable[str]) -> np.ndarray:
         """:meth:`encode` of each token, as an int64 array."""

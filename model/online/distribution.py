@@ -97,14 +97,17 @@ def from_model_rows(
     [{'bags': 0.6, 'shoes': 0.3}, {'bags': 0.25, 'new': 0.5}]
     """
     chosen = np.take_along_axis(probs, best, axis=1)
-    names = np.asarray(vocabulary.tokens, dtype=object)[best].tolist()
+    names = vocabulary.token_array[best].tolist()
     kept = ((best > OOV_ID) & (chosen > 0.0)).tolist()
     out = []
     for row, (row_names, row_values, row_kept) in enumerate(zip(names, chosen.tolist(), kept, strict=True)):
-        distribution = {name: value for name, value, keep in zip(row_names, row_values, row_kept) if keep}
+        if all(row_kept):
+            distribution = dict(zip(row_names, row_values, strict=True))
+        else:
+            distribution = {name: value for name, value, keep in zip(row_names, row_values, row_kept) if keep}
         for category, mass in copied.get(row, {}).items():
             distribution[category] = distribution.get(category, 0.0) + mass
-        out.append(strongest(distribution, m))
+        out.append(distribution if len(distribution) <= m else strongest(distribution, m))
     return out
 
 

@@ -18,7 +18,7 @@ import torch
 from model.net.batching import pad_sequences
 from model.net.checkpoint import Checkpoint
 from model.online.distribution import Distribution, copied_outside_vocabulary, entropy, from_model
-from model.online.scorer import BatchInterest, UserWindow, window_tokens
+from model.online.scorer import BatchInterest, Scorer, UserWindow, window_tokens
 from model.online.stages import StageTimes
 
 
@@ -69,3 +69,23 @@ class FullRecompute:
             best = np.argsort(-probs[row], kind="stable")[: m + 2]
             out.append(from_model(probs[row], best, tokenizer.categories, copied, m))
         return probs, out
+
+
+class Recorded:
+    """A scorer that keeps the readings it returned last, so that two scorers can be compared
+    batch by batch through the pipeline that calls them."""
+
+    def __init__(self, scorer: Scorer):
+        self.scorer = scorer
+        self.times = scorer.times
+        self.last: BatchInterest | None = None
+
+    def score(self, windows: Sequence[UserWindow]) -> BatchInterest:
+        self.last = self.scorer.score(windows)
+        return self.last
+
+    def swap(self, checkpoint: Checkpoint, recent_events: int, top_m: int) -> None:
+        self.scorer.swap(checkpoint, recent_events, top_m)
+
+    def forget(self, user_id: str) -> None:
+        self.scorer.forget(user_id)

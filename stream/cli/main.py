@@ -6,7 +6,20 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from stream.cli import bench, broker, demand, demo, detect_eval, evaluate, forget, replay, topics, train, triggers, worker
+from stream.cli import (
+    bench,
+    broker,
+    demand,
+    demo,
+    detect_eval,
+    evaluate,
+    forget,
+    replay,
+    topics,
+    train,
+    triggers,
+    worker,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -53,6 +53,10 @@ def shift_id(user_id: str, event_id: str) -> str:
 SHIFTS_KEPT = 5  # shifts a user's row remembers, in brief
 
 
+def _by_mass_then_name(entry: tuple[str, float]) -> tuple[float, str]:
+    return -entry[1], entry[0]
+
+
 def brief(shift: InterestShift) -> ShiftBrief:
     """What a user's row keeps of a shift: enough to list and mark it, without the evidence."""
     return {
@@ -277,13 +281,10 @@ class InterestPipeline:
                 self.detector.update(a.state.detector, interest.recent[row], a.event) for row, a in enumerate(segment)
             ]
         with times.stage("records"):
+            entropies = interest.entropy.tolist()
             for row, admitted in enumerate(segment):
                 update = self._update(
-                    admitted,
-                    interest.model_version,
-                    interest.probs[row],
-                    float(interest.entropy[row]),
-                    interest.interest[row],
+                    admitted, interest.model_version, interest.probs, row, entropies[row], interest.interest[row]
                 )
                 scored.updates.append(update)
                 shift = shifts[row]
@@ -294,22 +295,26 @@ class InterestPipeline:
                     scored.shifts.append(record)
 
     def _update(
-        self, admitted: Admitted, model_version: str, probs: np.ndarray, entropy: float, distribution: Distribution
+        self,
+        admitted: Admitted,
+        model_version: str,
+        batch_probs: np.ndarray,
+        row: int,
+        entropy: float,
+        distribution: Distribution,
     ) -> InterestUpdate | None:
+        """The update of row ``row`` of the batch, ``None`` when it moved no more than the publish threshold."""
         threshold = self.settings.publish_threshold
-        previous = self._last_published.get(admitted.user_id)
-        if (
-            threshold > 0
-            and previous is not None
-            and 0.5 * np.abs(probs.astype(np.float64) - previous).sum() <= threshold
-        ):
-            return None
         if threshold > 0:
+            probs = batch_probs[row]
+            previous = self._last_published.get(admitted.user_id)
+            if previous is not None and 0.5 * np.abs(probs.astype(np.float64) - previous).sum() <= threshold:
+                return None
             self._last_published[admitted.user_id] = probs.copy()  # the batch's matrix may go
             self._last_published.move_to_end(admitted.user_id)
             while len(self._last_published) > self.settings.state_cache_users:
                 self._last_published.popitem(last=False)  # that user's next update is published
-        top = sorted(distribution.items(), key=lambda kv: (-kv[1], kv[0]))[: self.settings.top_k]
+        top = sorted(distribution.items(), key=_by_mass_then_name)[: self.settings.top_k]
         return InterestUpdate(
             user_id=admitted.user_id,
             event_id=admitted.event_id,

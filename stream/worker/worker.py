@@ -36,7 +36,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
-import torch
 from faust.types import EventT
 
 from model.data.vocab import OOV_ID
@@ -53,6 +52,7 @@ from stream.worker.metrics import WorkerMetrics
 from stream.worker.pipeline import Admitted, Ignored, InterestPipeline, Refused, serving_scorer
 from stream.worker.state import StateCache, UserState
 from stream.worker.ttl import ActivityIndex
+from stream.worker.tuning import tune_for_scoring
 from stream.worker.views import add_views
 from topics.records import DeadLetter, InterestShift
 from topics.specs import EVENTS, FORGET, INVALID, PARTITIONS, SHIFTS, UPDATES
@@ -75,10 +75,9 @@ class Worker:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        # Scoring runs in the event loop's executor: leave the loop a core of its own.
-        torch.set_num_threads(settings.compute_threads)
         checkpoint = load_checkpoint(settings.checkpoint)
         detector = load_detector(settings.checkpoint, checkpoint.model_version)
+        tune_for_scoring(settings.compute_threads)
         scorer = serving_scorer(checkpoint, settings, detector)
         self.pipeline = InterestPipeline(checkpoint, settings, detector, scorer)
         self.serving = Loaded(checkpoint, detector)  # what the views and shiftwatch_model_info describe

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from model.data.loaders import DirtyReport, EventLog, UserSequence
 from model.data.splits import TEST, TRAIN, VALIDATION, SplitSpec, before_test, parse_time
-from model.data.vocab import OOV_ID, Tokenizer, Vocabulary
+from model.data.vocab import OOV_ID, TimeGapBuckets, Tokenizer, Vocabulary
 
 
 def user(n: int, timestamps: list[int] | None) -> UserSequence:
@@ -63,3 +64,13 @@ def test_parse_time_needs_an_offset() -> None:
     assert parse_time("2017-12-02T00:00:00+08:00") == 1512144000
     with pytest.raises(ValueError, match="UTC offset"):
         parse_time("2017-12-02T00:00:00")
+
+
+def test_gap_buckets_of_an_array_equal_the_log2_rule() -> None:
+    import math
+
+    buckets = TimeGapBuckets(24)
+    gaps = np.concatenate([np.arange(-3, 5000), 2 ** np.arange(40), 2 ** np.arange(40) - 1, 2 ** np.arange(1, 40) - 2])
+    expected = [min(1 + int(math.log2(1 + max(int(g), 0))), 23) for g in gaps]
+    assert buckets.buckets(gaps, np.ones(len(gaps), dtype=bool)).tolist() == expected
+    assert buckets.buckets(gaps, np.zeros(len(gaps), dtype=bool)).tolist() == [0] * len(gaps)

@@ -222,14 +222,14 @@ def test_reduced_precision_cache_holds_more_users_at_a_small_error(config) -> No
     sequences = random_sequences(config, n_users=6, max_length=5 * WINDOW, seed=7)
     schedule = random_schedule(sequences, seed=7, max_batch=4)
     exact = IncrementalEngine(model, "v1")
-    half = IncrementalEngine(model, "v1", cache_dtype=torch.bfloat16)
-    assert half.bytes_per_user < 0.6 * exact.bytes_per_user
+    half = IncrementalEngine(model, "v1", cache_dtype=torch.float16)
+    assert half.bytes_per_user < 0.7 * exact.bytes_per_user  # keys and values halved, copy keys kept float32
     history = InMemoryHistory(sequences)
     worst = 0.0
     for batch in schedule:
         difference = exact.step(batch, history).category_probs - half.step(batch, history).category_probs
         worst = max(worst, float(np.abs(difference).max()))
-    assert 0.0 < worst < 0.02
+    assert 0.0 < worst < 1e-3
 
 
 def test_first_event_and_unknown_ids(config) -> None:

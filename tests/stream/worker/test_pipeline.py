@@ -6,9 +6,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from model.online.detector import DetectorState, ShiftDetector
-from model.online.scorer import recent_interest_along
+from model.online.engine import bytes_per_user
+from model.online.reference import FullRecompute, Recorded
+from model.online.scorer import InterestScorer, recent_interest_along
 from model.shift_eval.benchmark import Track
 from stream.settings import Settings
 from stream.worker.pipeline import Admitted, Ignored, InterestPipeline, Refused, shift_id
@@ -186,3 +189,55 @@ def test_shifts_survive_batching_and_a_restart_of_the_rows(log, checkpoint, batc
     _, _, _, second = run_pipeline(restarted, stream[half:], batch_size, states=rows, first_offset=half)
     assert reference, "the sample should hold shifts"
     assert [s["shift_id"] for s in first + second] == [s["shift_id"] for s in reference]
+
+
+@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.float16])
+def test_every_reading_equals_a_full_recompute_and_raises_the_same_shifts(log, checkpoint, cache_dtype) -> None:
+    """The cached scorer against :class:`FullRecompute` in lockstep, each on its own rows: a cache
+    of three users (evictions and rebuilds every batch), batches of 48 (bursts of a user's
+    events) and a model swap halfway; every reading within 1e-5, the same shifts at the same events."""
+    detector = ShiftDetector(SMALL_MODEL_DETECTOR)
+    settings = Settings()
+    d = detector.settings
+    three_users = 3 * bytes_per_user(checkpoint.model, cache_dtype)
+    cached = InterestScorer(
+        checkpoint,
+        budget_bytes=three_users,
+        top_k=settings.top_k,
+        recent_events=d.recent_events,
+        top_m=d.top_m,
+        cache_dtype=cache_dtype,
+    )
+    scorers = [
+        Recorded(cached),
+        Recorded(FullRecompute(checkpoint, top_k=settings.top_k, recent_events=d.recent_events, top_m=d.top_m)),
+    ]
+    pipelines = [InterestPipeline(checkpoint, settings, detector, scorer) for scorer in scorers]
+    other = small_checkpoint(log, seed=1)
+    stream = raw_messages(log)
+    states: list[dict] = [{}, {}]
+    shifts: list[list[str]] = [[], []]
+    worst = 0.0
+    for start in range(0, len(stream), 48):
+        if start == 480:
+            for pipeline in pipelines:
+                pipeline.swap(other, detector)
+        for run, pipeline in enumerate(pipelines):
+            batch = []
+            for offset, (key, value) in enumerate(stream[start : start + 48], start=start):
+                state = states[run].setdefault(key, UserState.empty())
+                admitted = pipeline.admit(value, key, 0, offset, state, NOW_MS)
+                assert isinstance(admitted, Admitted)
+                batch.append(admitted)
+            shifts[run] += [s.shift_id for s in pipeline.score(batch).shifts]
+        fast, slow = scorers[0].last, scorers[1].last
+        assert fast is not None and slow is not None and fast.model_version == slow.model_version
+        worst = max(
+            worst,
+            float(np.abs(fast.probs - slow.probs).max()),
+            float(np.abs(fast.recent_probs - slow.recent_probs).max()),
+        )
+        assert np.abs(fast.entropy - slow.entropy).max() < 1e-4
+    assert cached.engine.stats.evictions > 0 and cached.engine.stats.rebuilds > 0 and cached.engine.stats.swaps == 1
+    assert worst < 1e-5
+    assert shifts[0] and shifts[0] == shifts[1]
