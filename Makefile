@@ -56,7 +56,7 @@ bench-engine: install
 bench-scoring: install
 	test -f checkpoints/taobao/checkpoint.json || $(MAKE) eval-taobao
 	$(BIN)/python -m bench.scoring --checkpoint checkpoints/taobao --json bench/results/scoring.json \
-		--baseline bench/results/scoring_baseline.json
+		--baseline bench/results/scoring_baseline.json --profile bench/results/scoring_profile.md
 
 bench-e2e: install
 	test -f checkpoints/taobao/checkpoint.json || $(MAKE) eval-taobao

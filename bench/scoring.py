@@ -11,7 +11,8 @@ shift detector, the update and shift records), and only that is timed.
 
 One run measures, per data set:
 
-* ``scoring_eps``: events per second through the stage, the worker's cached scorer;
+* ``scoring_eps``: events per second through the stage, the worker's cached scorer (the
+  median of ``repeats`` runs, all of them in ``scoring_eps_runs``);
 * ``naive_eps``: the same stage at batch 1 with
   :class:`~model.online.reference.FullRecompute` (every reading a fresh forward), over the
   first ``naive_events`` events; ``speedup_vs_naive`` is the ratio;
@@ -66,12 +67,15 @@ STAGES = ("engine", "recent", "detector", "records")
 @dataclass(frozen=True)
 class ScoringBenchConfig:
     """``batch_size`` events per micro-batch (the worker's default), ``naive_events`` events
-    for the batch-1 reference, ``threads`` for torch, ``max_events`` per data set (all: None)."""
+    for the batch-1 reference, ``threads`` for torch, ``max_events`` per data set (all: None),
+    ``repeats`` timed runs per data set (the median is reported: this machine's timings vary
+    by 10-20% from run to run)."""
 
     batch_size: int = Settings().batch_size
     naive_events: int = 1_000
     threads: int = 2
     max_events: int | None = None
+    repeats: int = 3
 
 
 def admitted_batches(
@@ -194,6 +198,43 @@ def exactness_run(
     }
 
 
+def write_profile(
+    checkpoint: Checkpoint, detector: ShiftDetector, log: EventLog, config: ScoringBenchConfig, path: Path
+) -> None:
+    """Where the stage's time goes: cProfile over one timed run (its own overhead inflates the
+    Python functions relative to PyTorch's kernels; read shares, not absolute times)."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    timed_run(checkpoint, detector, log, config)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    rows = []
+    for (filename, line, function), (_, calls, own, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
+        where = "torch/numpy (C)" if filename == "~" else f"{Path(filename).name}:{line}"
+        rows.append((own, cumulative, calls, function, where))
+    total = sum(r[0] for r in rows)
+    lines = [
+        "# Scoring-stage profile",
+        "",
+        f"cProfile over one timed run of the scoring stage on {log.name} (`python -m bench.scoring --profile ...`), "
+        f"{total:.1f} s of profiled time. The profiler's own cost inflates Python functions relative to the "
+        "PyTorch and NumPy calls they make: compare shares.",
+        "",
+        "| function | where | calls | own s | own share | cumulative s |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for own, cumulative, calls, function, where in sorted(rows, reverse=True)[:30]:
+        lines.append(f"| `{function}` | {where} | {calls:,} | {own:.2f} | {own / total:.1%} | {cumulative:.2f} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _eps(run: dict[str, Any]) -> float:
+    return float(run["scoring_eps"])
+
+
 def _events(log: EventLog, config: ScoringBenchConfig) -> int:
     return log.n_events if config.max_events is None else min(log.n_events, config.max_events)
 
@@ -204,7 +245,9 @@ def run_scoring_bench(
     tune_for_scoring(config.threads)  # as a worker sets itself up
     datasets: dict[str, dict[str, Any]] = {}
     for name, log in logs.items():
-        result = timed_run(checkpoint, detector, log, config)
+        runs = sorted((timed_run(checkpoint, detector, log, config) for _ in range(config.repeats)), key=_eps)
+        result = runs[len(runs) // 2]
+        result["scoring_eps_runs"] = [run["scoring_eps"] for run in runs]
         result.update(naive_run(checkpoint, detector, log, config))
         result["speedup_vs_naive"] = round(result["scoring_eps"] / result["naive_eps"], 2)
         result.update(exactness_run(checkpoint, detector, log, config))
@@ -222,6 +265,7 @@ def run_scoring_bench(
             "naive_events": config.naive_events,
             "threads": config.threads,
             "max_events": config.max_events,
+            "repeats": config.repeats,
             "model_version": checkpoint.model_version,
             "recent_events": detector.settings.recent_events,
         },
@@ -262,9 +306,19 @@ def write_markdown(results: dict[str, Any], path: Path, baseline: dict[str, Any]
     lines += [""]
     if baseline is not None:
         lines.append(
-            f"- Before this change (`{baseline['commit']}`): **{baseline['scoring_eps']:,.0f}** events/s on the head "
-            f"sample; now **{results['scoring_eps']:,.0f}** ({results['scoring_eps'] / baseline['scoring_eps']:.1f}x)."
+            f"- Before this change (`{baseline['commit']}`, one run, float32 cache): **{baseline['scoring_eps']:,.0f}** "
+            f"events/s on the head sample; now **{results['scoring_eps']:,.0f}** "
+            f"({results['scoring_eps'] / baseline['scoring_eps']:.1f}x)."
         )
+    for name, d in results["datasets"].items():
+        lines.append(
+            f"- {name}: timed runs {', '.join(f'{eps:,.0f}' for eps in d['scoring_eps_runs'])} events/s (median shown); "
+            f"{d['shifts']:,} shifts; the batch-1 reference over the first {d['naive_events']:,} events."
+        )
+    lines.append(
+        "- Stages, µs per event: `engine` the full-history interest (the batch's tokens, engine step, readout, distributions), "
+        "`recent` the detector's input, `detector` the shift detector, `records` the update and shift records."
+    )
     lines.append(f"- Cache: {results['cache_bytes_per_user']:,} bytes per user.")
     if timeslice is not None:
         cache = timeslice["cache"]
@@ -290,12 +344,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-events", type=int, default=ScoringBenchConfig.naive_events, help="batch-1 events")
     parser.add_argument("--threads", type=int, default=ScoringBenchConfig.threads, help="torch threads")
     parser.add_argument("--max-events", type=int, help="events per data set (default: all)")
+    parser.add_argument("--profile", type=Path, help="also write a cProfile of the head sample's stage here (Markdown)")
+    parser.add_argument("--repeats", type=int, default=ScoringBenchConfig.repeats, help="timed runs (median kept)")
     args = parser.parse_args(argv)
     checkpoint = load_checkpoint(args.checkpoint)
     detector = load_detector(args.checkpoint, checkpoint.model_version)
     logs = {"head": load_event_log(args.head, "taobao"), "timeslice": load_event_log(args.timeslice, "taobao")}
-    config = ScoringBenchConfig(args.batch_size, args.naive_events, args.threads, args.max_events)
+    config = ScoringBenchConfig(args.batch_size, args.naive_events, args.threads, args.max_events, args.repeats)
     results = run_scoring_bench(checkpoint, detector, logs, config)
+    if args.profile:
+        write_profile(checkpoint, detector, logs["head"], config, args.profile)
     results["commit"] = _commit()
     baseline = json.loads(args.baseline.read_text()) if args.baseline else None
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -413,18 +413,14 @@ class IncrementalEngine:
     def _fill(self, events: list[UserEvent], slots: torch.Tensor, histories: list[TokenSequence]) -> None:
         """:meth:`_rebuild` of users whose histories have one length."""
         config = self.model.config
-        lengths = [len(h) for h in histories]
-        starts = torch.tensor([e.position - n for e, n in zip(events, lengths)], dtype=torch.long)
-        batch = pad_sequences(histories, starts.tolist())
+        length = len(histories[0])
+        starts = torch.tensor([e.position - length for e in events], dtype=torch.long)
+        batch = pad_sequences(histories, starts.tolist())  # all of one length: nothing is padded
         encoding = self.model.encode(batch)
         for ring, tensors in ((config.window, "kv"), (config.copy_window, "copy")):
-            rows: list[int] = []
-            steps: list[int] = []
-            for row, n in enumerate(lengths):
-                kept = range(max(0, n - ring), n)
-                rows.extend([row] * len(kept))
-                steps.extend(kept)
-            rows_t, steps_t = torch.tensor(rows, dtype=torch.long), torch.tensor(steps, dtype=torch.long)
+            kept = min(length, ring)  # each history's last events that the ring holds
+            rows_t = torch.arange(len(events)).repeat_interleave(kept)
+            steps_t = torch.arange(length - kept, length).repeat(len(events))
             positions = starts[rows_t] + steps_t
             target = slots[rows_t]
             s = self._slabs

@@ -64,24 +64,32 @@ class UserWindow:
         return self.events[-1]
 
 
-def event_tokens(
-    tokenizer: Tokenizer, window: UserWindow, i: int, opens_window: bool = False
-) -> tuple[int, int, int, int]:
-    """Model ids of ``window.events[i]``, its time gap taken from the event before (none for
-    the first event of a window that ``opens_window``)."""
-    event = window.events[i]
-    previous = None if opens_window else window.events[i - 1].ts if i > 0 else window.before_ts
-    gap = None if previous is None else (event.ts - previous) // 1000
-    return tokenizer.encode_event(event.item_id, event.category_id, event.event_type, gap)
+def encode_events(tokenizer: Tokenizer, events: Sequence[StoredEvent], previous: Sequence[int | None]) -> np.ndarray:
+    """Model ids ``(N, 4)`` of ``events``, each time gap from the time of the event before it
+    given in ``previous`` (``None``: no gap)."""
+    ts = np.fromiter((e.ts for e in events), dtype=np.int64, count=len(events))
+    before = np.fromiter((0 if p is None else p for p in previous), dtype=np.int64, count=len(events))
+    known = np.fromiter((p is not None for p in previous), dtype=bool, count=len(events))
+    return np.stack(
+        [
+            tokenizer.items.encode_many(e.item_id for e in events),
+            tokenizer.categories.encode_many(e.category_id for e in events),
+            tokenizer.behaviors.encode_many(e.event_type for e in events),
+            tokenizer.gaps.buckets((ts - before) // 1000, known),
+        ],
+        axis=1,
+    )
 
 
 def window_tokens(
     tokenizer: Tokenizer, window: UserWindow, start: int, stop: int, opens_window: bool = False
 ) -> TokenSequence:
-    """Model ids of ``window.events[start:stop]``."""
-    rows = [event_tokens(tokenizer, window, i, opens_window and i == start) for i in range(start, stop)]
-    columns = np.asarray(rows, dtype=np.int64).reshape(-1, 4).T
-    return TokenSequence(*(np.ascontiguousarray(c) for c in columns))
+    """Model ids of ``window.events[start:stop]``, each time gap taken from the event before
+    (none for the first when the window ``opens_window``, or when nothing came before it)."""
+    events = window.events[start:stop]
+    first = None if opens_window else window.events[start - 1].ts if start > 0 else window.before_ts
+    ids = encode_events(tokenizer, events, [first, *(e.ts for e in events[:-1])][: len(events)])
+    return TokenSequence(*(np.ascontiguousarray(column) for column in ids.T))
 
 
 class WindowHistory:
@@ -168,8 +176,8 @@ class InterestScorer:
         self.engine.forget(user_id)
 
     def score(self, windows: Sequence[UserWindow]) -> BatchInterest:
-        tokens = BatchTokens.of(self.tokenizer, windows, self.recent_events)
-        with self.times.stage("engine"):
+        with self.times.stage("engine"):  # the tokens of both readings count here
+            tokens = BatchTokens.of(self.tokenizer, windows, self.recent_events)
             interest = self._interest(windows, tokens.newest)
         with self.times.stage("recent"):
             recent_probs, recent = recent_interest(
@@ -208,32 +216,21 @@ class BatchTokens:
     @classmethod
     def of(cls, tokenizer: Tokenizer, windows: Sequence[UserWindow], recent_events: int) -> BatchTokens:
         events: list[StoredEvent] = []
-        lengths, before = [], []
+        previous: list[int | None] = []
+        lengths = []
         for w in windows:
             first = max(0, w.index + 1 - recent_events)
-            events.extend(w.events[first:])
-            lengths.append(len(w.events) - first)
-            before.append(w.events[first - 1].ts if first else w.before_ts)
+            kept = w.events[first:]
+            events.extend(kept)
+            previous.append(w.events[first - 1].ts if first else w.before_ts)
+            previous.extend(e.ts for e in kept[:-1])
+            lengths.append(len(kept))
         lengths_a = np.asarray(lengths, dtype=np.int64)
         starts = np.cumsum(lengths_a) - lengths_a
-        ts = np.fromiter((e.ts for e in events), dtype=np.int64, count=len(events))
-        previous = np.concatenate([[0], ts[:-1]])
-        known = np.ones(len(events), dtype=bool)
-        previous[starts] = [0 if b is None else b for b in before]
-        known[starts] = [b is not None for b in before]
-        categories = [e.category_id for e in events]
-        tokens = np.stack(
-            [
-                tokenizer.items.encode_many(e.item_id for e in events),
-                tokenizer.categories.encode_many(categories),
-                tokenizer.behaviors.encode_many(e.event_type for e in events),
-                tokenizer.gaps.buckets((ts - previous) // 1000, known),
-            ],
-            axis=1,
-        )
+        tokens = encode_events(tokenizer, events, previous)
         newest = tokens[starts + lengths_a - 1]
         tokens[starts, 3] = 0  # each recent window opens without a gap
-        return cls(newest, TokenWindows(tokens, lengths_a), categories)
+        return cls(newest, TokenWindows(tokens, lengths_a), [e.category_id for e in events])
 
 
 def copied_mass(scored: Scored, row: int, raw_categories: Sequence[str], vocabulary: Vocabulary) -> dict[str, float]:

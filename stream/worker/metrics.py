@@ -51,6 +51,12 @@ class WorkerMetrics:
             "are 'other' (bounded label values)",
             ("from_category", "to_category"),
         )
+        self.scoring_seconds = counter(
+            "shiftwatch_scoring_seconds_total",
+            "Time scoring batches, by stage: engine (tokens, engine step, readout), recent (the detector's "
+            "input), detector, records",
+            ("stage",),
+        )
         self.flow_categories = frozenset(flow_categories)
         self.event_to_publish = Histogram(
             "shiftwatch_event_to_publish_seconds",

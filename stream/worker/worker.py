@@ -226,6 +226,8 @@ class Worker:
             scored = await asyncio.get_running_loop().run_in_executor(None, self.pipeline.score, admitted)
             metrics.model_step.observe(time.perf_counter() - started)
             metrics.batch_size.observe(len(admitted))
+            for stage, seconds in self.pipeline.scorer.times.reset().items():
+                metrics.scoring_seconds.labels(stage).inc(seconds)
             for update in scored.updates:
                 if update is not None:
                     deliveries.append(
