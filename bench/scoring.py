@@ -36,9 +36,11 @@ Run ``python -m bench.scoring --checkpoint checkpoints/taobao --json bench/resul
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
 import platform
+import pstats
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -105,9 +107,14 @@ def _shift_keys(scored: Scored) -> list[tuple[str, str]]:
 
 
 def timed_run(
-    checkpoint: Checkpoint, detector: ShiftDetector, log: EventLog, config: ScoringBenchConfig
+    checkpoint: Checkpoint,
+    detector: ShiftDetector,
+    log: EventLog,
+    config: ScoringBenchConfig,
+    profiler: cProfile.Profile | None = None,
 ) -> dict[str, Any]:
-    """The worker's scorer over the whole log: events/s, time per stage, cache figures."""
+    """The worker's scorer over the whole log: events/s, time per stage, cache figures (and a
+    profile of the scoring calls only, when a profiler is given)."""
     settings = Settings()
     scorer = serving_scorer(checkpoint, settings, detector)
     pipeline = InterestPipeline(checkpoint, settings, detector, scorer)
@@ -115,9 +122,13 @@ def timed_run(
     events, seconds, shifts = 0, 0.0, 0
     with tqdm(total=_events(log, config), desc=f"scoring {log.name}", unit="event", leave=False) as bar:
         for batch in admitted_batches(log, pipeline, config.batch_size, config.max_events):
+            if profiler is not None:
+                profiler.enable()
             start = time.perf_counter()
             scored = pipeline.score(batch)
             seconds += time.perf_counter() - start
+            if profiler is not None:
+                profiler.disable()
             events += len(batch)
             shifts += len(scored.shifts)
             bar.update(len(batch))
@@ -201,25 +212,21 @@ def exactness_run(
 def write_profile(
     checkpoint: Checkpoint, detector: ShiftDetector, log: EventLog, config: ScoringBenchConfig, path: Path
 ) -> None:
-    """Where the stage's time goes: cProfile over one timed run (its own overhead inflates the
-    Python functions relative to PyTorch's kernels; read shares, not absolute times)."""
-    import cProfile
-    import pstats
-
+    """Where the stage's time goes: cProfile over the scoring calls of one run (its own overhead
+    inflates the Python functions relative to PyTorch's kernels; read shares, not absolute times)."""
     profiler = cProfile.Profile()
-    profiler.enable()
-    timed_run(checkpoint, detector, log, config)
-    profiler.disable()
+    timed_run(checkpoint, detector, log, config, profiler)
     stats = pstats.Stats(profiler)
     rows = []
     for (filename, line, function), (_, calls, own, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
-        where = "torch/numpy (C)" if filename == "~" else f"{Path(filename).name}:{line}"
+        where = "built-in" if filename == "~" else f"{Path(filename).parent.name}/{Path(filename).name}:{line}"
         rows.append((own, cumulative, calls, function, where))
     total = sum(r[0] for r in rows)
     lines = [
         "# Scoring-stage profile",
         "",
-        f"cProfile over one timed run of the scoring stage on {log.name} (`python -m bench.scoring --profile ...`), "
+        f"cProfile over the scoring calls (`InterestPipeline.score`) of one run on {log.name} "
+        "(`python -m bench.scoring --profile ...`), "
         f"{total:.1f} s of profiled time. The profiler's own cost inflates Python functions relative to the "
         "PyTorch and NumPy calls they make: compare shares.",
         "",

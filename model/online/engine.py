@@ -305,17 +305,17 @@ class IncrementalEngine:
         """
         if not events:
             raise ValueError("step needs at least one event")
-        parts: list[tuple[list[int], dict[str, np.ndarray]]] = []
+        merged: dict[str, np.ndarray] = {}
         for chunks in self._rounds(events):
             outputs = self._step_round(chunks, events, history)
-            parts.append(([i for chunk in chunks for i in chunk], outputs))
-        order = np.concatenate([np.asarray(indices) for indices, _ in parts])
-        if len(parts) == 1 and np.array_equal(order, np.arange(len(order))):
-            merged = parts[0][1]  # one round in the order given: nothing to reorder
-        else:
-            inverse = np.empty_like(order)
-            inverse[order] = np.arange(len(order))
-            merged = {name: np.concatenate([p[name] for _, p in parts])[inverse] for name in parts[0][1]}
+            rows = np.fromiter((i for chunk in chunks for i in chunk), dtype=np.int64)
+            if not merged and np.array_equal(rows, np.arange(len(events))):
+                merged = outputs  # the whole batch in one round, in the order given
+                break
+            for name, values in outputs.items():
+                if name not in merged:
+                    merged[name] = np.empty((len(events), *values.shape[1:]), dtype=values.dtype)
+                merged[name][rows] = values
         return StepResult(
             users=tuple(e.user for e in events),
             positions=np.asarray([e.position for e in events], dtype=np.int64),
