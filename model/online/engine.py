@@ -108,7 +108,8 @@ class StepResult:
     copies from the user's event at ``copy_positions`` (``-1``: no event), whose category id
     is ``copy_categories``: the evidence of what moved it. ``best_categories`` ``(B, k)``: the
     ``top_categories`` most probable category ids (never padding or OOV), most probable first;
-    ``entropy`` ``(B,)``: of ``category_probs``, in nats. ``rebuilt``: whether the user's cache was rebuilt from history first.
+    ``entropy`` ``(B,)``: of ``category_probs``, in nats, when the engine was asked for it.
+    ``rebuilt``: whether the user's cache was rebuilt from history first.
     """
 
     users: tuple[str, ...]
@@ -120,9 +121,9 @@ class StepResult:
     copy_positions: np.ndarray
     copy_categories: np.ndarray
     best_categories: np.ndarray
-    entropy: np.ndarray
     rebuilt: np.ndarray
     model_version: str
+    entropy: np.ndarray | None = None
 
 
 @dataclass
@@ -242,11 +243,13 @@ class IncrementalEngine:
         cache_dtype: torch.dtype = torch.float32,
         top_k: int = 10,
         top_categories: int = 10,
+        entropy: bool = False,
     ):
         self.budget_bytes = budget_bytes
         self.cache_dtype = cache_dtype
         self.top_k = top_k
         self.top_categories = top_categories
+        self.entropy = entropy
         self.stats = EngineStats()
         self._install(model, model_version)
 
@@ -528,12 +531,14 @@ class IncrementalEngine:
         s.copy_keys[row_slots, copy_ring] = copy_keys
 
         best = min(self.top_categories, config.n_categories - OOV_ID - 1)  # padding and OOV are no categories
-        out = readout(model, hidden, gate, candidate_categories, candidate_weights, best, skip=OOV_ID + 1)
+        out = readout(
+            model, hidden, gate, candidate_categories, candidate_weights, best, OOV_ID + 1, with_entropy=self.entropy
+        )
         top_scores, top_ids = model.top_items(hidden, self.top_k)
         return {
             "category_probs": out.probs.numpy(),
             "best_categories": out.best,
-            "entropy": out.entropy,
+            **({"entropy": out.entropy} if self.entropy else {}),
             "top_items": top_ids.numpy(),
             "top_item_scores": top_scores.numpy(),
             "copy_weights": candidate_weights.gather(1, keep).numpy(),

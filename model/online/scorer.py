@@ -157,6 +157,7 @@ class InterestScorer:
             cache_dtype=cache_dtype,
             top_k=0,
             top_categories=top_k,
+            entropy=True,
         )
         self.tokenizer = checkpoint.tokenizer
         self.top_k = top_k
@@ -200,6 +201,7 @@ class InterestScorer:
             categories = [window.events[positions[s] - window.first_position].category_id for s in slots]
             copied[row] = copied_outside_vocabulary(weights[slots], categories, tokenizer.categories)
         interest = from_model_rows(probs, result.best_categories, tokenizer.categories, copied, self.top_k)
+        assert result.entropy is not None  # asked for
         return BatchInterest(result.model_version, probs, result.entropy, interest, probs[:0], [])
 
 
