@@ -29,7 +29,6 @@ with each step (the engine holds no reference to its caller's state).
 
 from __future__ import annotations
 
-import itertools
 from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -178,19 +177,6 @@ class _Slabs:
     def reset(self, slots: torch.Tensor) -> None:
         self.positions[slots] = NO_EVENT
         self.copy_positions[slots] = NO_EVENT
-
-
-def equal_runs(lengths: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """``(first, end, first row, end row)`` of each run of equal ``lengths``, rows counted as
-    ``lengths`` of them per entry: the groups a packed batch is attended in.
-
-    >>> equal_runs(np.array([1, 1, 3]))
-    [(0, 2, 0, 2), (2, 3, 2, 5)]
-    """
-    ends = np.flatnonzero(np.diff(lengths)) + 1
-    bounds = np.concatenate([[0], ends, [len(lengths)]])
-    rows = np.concatenate([[0], np.cumsum(lengths)])
-    return [(int(a), int(b), int(rows[a]), int(rows[b])) for a, b in itertools.pairwise(bounds.tolist())]
 
 
 def split_softmax(dense: torch.Tensor, sparse: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,6 +31,7 @@ rows of the first block, and one row of the rest.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -41,7 +42,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from model.net.transformer import Block, InterestTransformer, apply_rotary, band_mask
-from model.online.engine import equal_runs
 from model.online.readout import Readout, readout
 
 
@@ -115,6 +115,8 @@ def window_interest(model: InterestTransformer, windows: TokenWindows, k: int) -
         attended[w0:w1] = F.scaled_dot_product_attention(q[w0:w1, :, None], keys, values)[:, :, 0]
     hidden = model.final_norm(last.feed_forward(h[ends] + last.attn.out(attended.flatten(1))))
 
+    # The copy head's candidates in a table as wide as the longest window (at most
+    # recent_events), the missing ones masked: a few pointer products, not a layer's work.
     width = int(lengths[-1])
     copy_keys = model.copy_key(x)
     padded = torch.zeros((n, width, config.d_model))
@@ -132,8 +134,8 @@ def window_interest(model: InterestTransformer, windows: TokenWindows, k: int) -
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
-    """Softmax attention of ``q`` over ``k``/``v`` ``(B, heads, L, head_dim)`` where ``mask``:
-    for windows this short, explicit matrix products beat the fused kernel's per-tile cost."""
+    """Softmax attention of ``q`` over ``k``/``v`` ``(B, heads, L, head_dim)`` where ``mask``
+    allows it: for windows this short, explicit matrix products beat the fused kernel's per-tile cost."""
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
     return scores.masked_fill_(~mask, float("-inf")).softmax(dim=-1) @ v
 
@@ -155,3 +157,16 @@ def _projected(
     q = F.linear(y[queries], weight[:d], bias[:d]).view(len(queries), *shape)
     kv = F.linear(y, weight[d:], bias[d:]).view(len(y), 2, *shape)
     return apply_rotary(q, cos[queries], sin[queries]), apply_rotary(kv[:, 0], cos, sin), kv[:, 1]
+
+
+def equal_runs(lengths: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """``(first, end, first row, end row)`` of each run of equal ``lengths``, rows counted as
+    ``lengths`` of them per entry: the groups a packed batch of windows is attended in.
+
+    >>> equal_runs(np.array([1, 1, 3]))
+    [(0, 2, 0, 2), (2, 3, 2, 5)]
+    """
+    ends = np.flatnonzero(np.diff(lengths)) + 1
+    bounds = np.concatenate([[0], ends, [len(lengths)]])
+    rows = np.concatenate([[0], np.cumsum(lengths)])
+    return [(int(a), int(b), int(rows[a]), int(rows[b])) for a, b in itertools.pairwise(bounds.tolist())]
