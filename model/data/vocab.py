@@ -79,21 +79,15 @@ class TimeGapBuckets:
     bucket ``1 + floor(log2(1 + gap_seconds))`` otherwise, capped at ``n_buckets - 1``.
 
     >>> buckets = TimeGapBuckets(n_buckets=24)
-    >>> [buckets.bucket(g) for g in (None, 0, 1, 3, 60, 86_400, 10**9)]
-    [0, 1, 2, 3, 6, 17, 23]
-    >>> buckets.buckets(np.array([0, 1, 3, 60, 86_400, 10**9, -5]), np.array([False] + [True] * 6)).tolist()
-    [0, 2, 3, 6, 17, 23, 1]
+    >>> gaps = np.array([0, 0, 1, 3, 60, 86_400, 10**9, -5])
+    >>> buckets.buckets(gaps, known=np.array([False] + [True] * 7)).tolist()
+    [0, 1, 2, 3, 6, 17, 23, 1]
     """
 
     n_buckets: int = 24
 
-    def bucket(self, gap_seconds: int | None) -> int:
-        if gap_seconds is None:
-            return 0
-        return int(self.buckets(np.array([gap_seconds]), np.array([True]))[0])
-
     def buckets(self, gap_seconds: np.ndarray, known: np.ndarray) -> np.ndarray:
-        """:meth:`bucket` of each gap (``known`` false: no gap, bucket 0), as an int64 array.
+        """The bucket of each gap (``known`` false: no gap, bucket 0), as an int64 array.
         ``floor(log2(n))`` is read exactly off the float's exponent."""
         _, exponent = np.frexp(1.0 + np.maximum(gap_seconds, 0))
         return np.where(known, np.minimum(exponent.astype(np.int64), self.n_buckets - 1), 0)
@@ -146,16 +140,6 @@ class Tokenizer:
             categories=Vocabulary.build((c for u in users for c in u.categories), category_min_count),
             behaviors=Vocabulary([PAD_TOKEN, OOV_TOKEN, *EVENT_TYPES]),
             gaps=TimeGapBuckets(n_gap_buckets),
-        )
-
-    def encode_event(
-        self, item: str, category: str, behavior: str, gap_seconds: int | None
-    ) -> tuple[int, int, int, int]:
-        return (
-            self.items.encode(item),
-            self.categories.encode(category),
-            self.behaviors.encode(behavior),
-            self.gaps.bucket(gap_seconds),
         )
 
     def encode(self, user: UserSequence) -> TokenSequence:

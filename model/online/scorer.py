@@ -19,7 +19,7 @@ detect-eval`` and the worker's timeline view compute them offline with
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -33,7 +33,7 @@ from model.net.checkpoint import Checkpoint
 from model.net.predict import Scored, score_outputs
 from model.net.transformer import InterestTransformer
 from model.online.distribution import Distribution, copied_outside_vocabulary, from_model, from_model_rows
-from model.online.engine import EventTokens, IncrementalEngine, UserEvent
+from model.online.engine import EventTokens, IncrementalEngine, StepResult, UserEvent
 from model.online.recent import TokenWindows, window_interest
 from model.online.stages import StageTimes
 
@@ -108,9 +108,9 @@ class WindowHistory:
 @dataclass(frozen=True, slots=True)
 class BatchInterest:
     """A batch's readings, row by row: the model's distribution over its category vocabulary
-    (``probs``, float32 as the model computes it) and its entropy in nats (float64), the interest by raw category (``top_k``
-    kept), and the recent interest, over the vocabulary (``recent_probs``) and by raw category
-    (``recent``, ``top_m`` kept)."""
+    (``probs``, float32 as the model computes it) and its entropy in nats (float64), the
+    interest by raw category (``top_k`` kept), and the recent interest, over the vocabulary
+    (``recent_probs``) and by raw category (``recent``, ``top_m`` kept)."""
 
     model_version: str
     probs: np.ndarray
@@ -179,14 +179,18 @@ class InterestScorer:
     def score(self, windows: Sequence[UserWindow]) -> BatchInterest:
         with self.times.stage("engine"):  # the tokens of both readings count here
             tokens = BatchTokens.of(self.tokenizer, windows, self.recent_events)
-            interest = self._interest(windows, tokens.newest)
+            result, interest = self._interest(windows, tokens.newest)
         with self.times.stage("recent"):
             recent_probs, recent = recent_interest(
                 self.engine.model, self.tokenizer, tokens.recent, tokens.recent_categories, self.top_m
             )
-        return replace(interest, recent_probs=recent_probs, recent=recent)
+        assert result.entropy is not None  # the engine was asked for it
+        return BatchInterest(
+            result.model_version, result.category_probs, result.entropy, interest, recent_probs, recent
+        )
 
-    def _interest(self, windows: Sequence[UserWindow], newest: np.ndarray) -> BatchInterest:
+    def _interest(self, windows: Sequence[UserWindow], newest: np.ndarray) -> tuple[StepResult, list[Distribution]]:
+        """The engine's step for the windows' newest events, and its interest by raw category."""
         tokenizer = self.tokenizer
         steps = [
             UserEvent(w.user_id, w.position, EventTokens(*row)) for w, row in zip(windows, newest.tolist(), strict=True)
@@ -200,9 +204,7 @@ class InterestScorer:
             slots = np.flatnonzero((positions >= 0) & (weights > 0))
             categories = [window.events[positions[s] - window.first_position].category_id for s in slots]
             copied[row] = copied_outside_vocabulary(weights[slots], categories, tokenizer.categories)
-        interest = from_model_rows(probs, result.best_categories, tokenizer.categories, copied, self.top_k)
-        assert result.entropy is not None  # asked for
-        return BatchInterest(result.model_version, probs, result.entropy, interest, probs[:0], [])
+        return result, from_model_rows(probs, result.best_categories, tokenizer.categories, copied, self.top_k)
 
 
 @dataclass(frozen=True, slots=True)
