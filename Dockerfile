@@ -6,12 +6,16 @@ WORKDIR /app
 # PyTorch's CPU build, the version pyproject.toml pins (PyPI's Linux wheel is a several-GB CUDA build).
 RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.15.0
 
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY model ./model
 COPY stream ./stream
 COPY topics ./topics
 COPY bench ./bench
-RUN pip install --no-cache-dir . && useradd --create-home --uid 10001 shiftwatch \
+# A C compiler only while the detector's kernels (model/online/sparse.pyx) are built.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && pip install --no-cache-dir . \
+    && apt-get purge -y --auto-remove gcc libc6-dev && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 10001 shiftwatch \
     && mkdir -p /var/lib/shiftwatch && chown shiftwatch /var/lib/shiftwatch
 COPY deploy/triggers.toml ./deploy/triggers.toml
 COPY data ./data

@@ -47,7 +47,7 @@ from pathlib import Path
 from model.data.events import StoredEvent
 from model.net.checkpoint import META_FILE
 from model.online.calibration import IsotonicCalibration
-from model.online.distribution import Distribution, blend, jensen_shannon
+from model.online.distribution import Distribution, blend, gains, jensen_shannon
 
 DETECTOR_FILE = "detector.json"
 
@@ -151,9 +151,7 @@ class ShiftDetector:
     def update(self, state: DetectorState, distribution: Distribution, event: StoredEvent) -> Shift | None:
         """Take the user's distribution just after ``event``; return the shift it completes, if any."""
         s = self.settings
-        previous = state.previous
-        gains = sorted([(mass - previous.get(c, 0.0), c) for c, mass in distribution.items()], reverse=True)[:3]
-        state.recent.append(Moved(event, {c: gain for gain, c in gains if gain > 0}))
+        state.recent.append(Moved(event, gains(state.previous, distribution, 3)))
         del state.recent[: -s.evidence_events]
         state.previous = distribution
         state.events += 1

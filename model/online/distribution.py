@@ -5,23 +5,47 @@ own out-of-vocabulary mass) is the *rest*, ``1 - sum(values)``, which every func
 treats as one more category. Raw ids, not model ids, so that a distribution means the same
 under every checkpoint and for detectors that use no model at all.
 
+The detector's per-event arithmetic is compiled (:mod:`model.online.sparse`) and exported
+here: ``strongest(p, m)``, the ``m`` most probable categories (ties keep their order in
+``p``); ``blend(old, new, weight, m)``, ``(1 - weight) * old + weight * new`` cut to its
+``m`` strongest; ``jensen_shannon(p, q)``, in bits (0 = same, 1 = disjoint), the rest
+counted as one category; ``gains(previous, p, n)``, the ``n`` categories that rose most.
+
 >>> p = {"shoes": 0.75, "bags": 0.25}
 >>> q = {"books": 1.0}
 >>> jensen_shannon(p, p), jensen_shannon(p, q)
 (0.0, 1.0)
 >>> blend({"shoes": 1.0}, q, 0.25, m=2)
 {'shoes': 0.75, 'books': 0.25}
+>>> strongest({"a": 0.25, "b": 0.5, "c": 0.25}, m=2)
+{'b': 0.5, 'a': 0.25}
+>>> gains({"shoes": 0.75, "bags": 0.25}, {"shoes": 0.25, "bags": 0.5, "books": 0.25}, n=3)
+{'books': 0.25, 'bags': 0.25}
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from operator import itemgetter
 
 import numpy as np
 
 from model.data.vocab import OOV_ID, Vocabulary
+from model.online.sparse import blend, gains, jensen_shannon, strongest
+
+__all__ = [
+    "Distribution",
+    "blend",
+    "copied_outside_vocabulary",
+    "entropy",
+    "frequencies",
+    "from_model",
+    "from_model_rows",
+    "gains",
+    "jensen_shannon",
+    "rest",
+    "strongest",
+]
 
 Distribution = dict[str, float]
 
@@ -29,46 +53,6 @@ Distribution = dict[str, float]
 def rest(p: Mapping[str, float]) -> float:
     """The mass outside the kept categories."""
     return max(0.0, 1.0 - math.fsum(p.values()))
-
-
-def strongest(p: Mapping[str, float], m: int) -> Distribution:
-    """The ``m`` most probable categories (ties keep their order in ``p``: deterministic for
-    a deterministic input)."""
-    if len(p) <= m:
-        return dict(p)
-    return dict(sorted(p.items(), key=itemgetter(1), reverse=True)[:m])
-
-
-def blend(old: Mapping[str, float], new: Mapping[str, float], weight: float, m: int) -> Distribution:
-    """``(1 - weight) * old + weight * new``, cut to its ``m`` strongest categories."""
-    keep = 1.0 - weight
-    mixed = {category: keep * mass for category, mass in old.items()}
-    get = mixed.get
-    for category, mass in new.items():
-        mixed[category] = get(category, 0.0) + weight * mass
-    return strongest(mixed, m)
-
-
-def jensen_shannon(p: Mapping[str, float], q: Mapping[str, float]) -> float:
-    """Jensen-Shannon divergence in bits (0 = same, 1 = disjoint), the rest counted as one category."""
-    log2 = math.log2
-    total = 0.0
-    get = q.get
-    pairs = [(rest(p), rest(q))]
-    pairs += [(a, get(category, 0.0)) for category, a in p.items()]
-    for a, b in pairs:  # a log(a/m) + b log(b/m), m = (a + b) / 2
-        if b == 0.0:
-            total += a  # a log2(a / (a / 2)) is a exactly
-        elif a == 0.0:
-            total += b
-        else:
-            mean = 0.5 * (a + b)
-            total += a * log2(a / mean)
-            total += b * log2(b / mean)
-    for category, b in q.items():  # categories of q alone
-        if category not in p:
-            total += b
-    return min(1.0, max(0.0, 0.5 * total))
 
 
 def from_model(
