@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install system lint test demo soak bench-beauty bench-engine bench-scoring bench-e2e eval-taobao detect-eval clean
 
-$(STAMP): pyproject.toml setup.py model/online/sparse.pyx
+$(STAMP): pyproject.toml setup.py $(wildcard model/online/*.pyx)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'

@@ -1,8 +1,9 @@
 """The compiled part of ShiftWatch; everything else is configured in pyproject.toml.
 
-``model/online/sparse.pyx`` is the shift detector's arithmetic on sparse distributions,
-compiled by Cython (a build requirement). ``-ffp-contract=off``: no fused multiply-add, so its
-results are the same doubles as plain Python arithmetic, bit for bit, on every x86-64 CPU.
+Two Cython modules (Cython is a build requirement): ``model/online/sparse.pyx``, the shift
+detector's arithmetic on sparse distributions, and ``model/online/topk.pyx``, the best
+categories of the model's distributions. ``-ffp-contract=off``: no fused multiply-add, so
+their results are the same doubles as plain Python arithmetic, bit for bit, on every x86-64 CPU.
 """
 
 from Cython.Build import cythonize
@@ -12,8 +13,9 @@ setup(
     ext_modules=cythonize(
         [
             Extension(
-                "model.online.sparse", ["model/online/sparse.pyx"], extra_compile_args=["-O2", "-ffp-contract=off"]
+                f"model.online.{name}", [f"model/online/{name}.pyx"], extra_compile_args=["-O2", "-ffp-contract=off"]
             )
+            for name in ("sparse", "topk")
         ],
         language_level=3,
     )

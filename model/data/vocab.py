@@ -7,6 +7,7 @@ category is always representable.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -58,8 +59,7 @@ class Vocabulary:
 
     def encode_many(self, tokens: Iterable[str]) -> np.ndarray:
         """:meth:`encode` of each token, as an int64 array."""
-        ids = self._ids
-        return np.fromiter((ids.get(token, OOV_ID) for token in tokens), dtype=np.int64)
+        return np.fromiter(map(self._ids.get, tokens, itertools.repeat(OOV_ID)), dtype=np.int64)
 
     def decode(self, token_id: int) -> str:
         return self.tokens[token_id]

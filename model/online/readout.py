@@ -28,6 +28,7 @@ from torch import Tensor
 
 from model.net.transformer import InterestTransformer
 from model.online.distribution import entropy
+from model.online.topk import best_ids
 
 BLOCK = 64  # rows per block: a block of a 3,000-category distribution is about 0.75 MB
 
@@ -35,7 +36,7 @@ BLOCK = 64  # rows per block: a block of a 3,000-category distribution is about 
 @dataclass(frozen=True, slots=True)
 class Readout:
     """``probs`` ``(N, n_categories)`` float32; ``best`` ``(N, k)``: the most probable ids
-    (from ``skip`` on), most probable first; ``entropy`` ``(N,)`` in nats, float64."""
+    (from ``skip`` on), most probable first (ties: the lower id first); ``entropy`` ``(N,)`` in nats, float64."""
 
     probs: Tensor
     best: np.ndarray
@@ -58,13 +59,14 @@ def readout(
     (the entropy left at zero unless ``with_entropy``)."""
     n = len(hidden)
     probs = torch.empty((n, model.config.n_categories))
-    best = torch.empty((n, k), dtype=torch.long)
+    best = np.empty((n, k), dtype=np.int64)
     entropies = np.zeros(n)
     for start in range(0, n, BLOCK):
         rows = slice(start, start + BLOCK)
         block = model.generated(hidden[rows], gate[rows]).scatter_add_(1, copy_categories[rows], copy_weights[rows])
         probs[rows] = block
-        best[rows] = block[:, skip:].topk(k, dim=1).indices + skip
+        values = block.numpy()
+        best[rows] = best_ids(values, k, skip)
         if with_entropy:
-            entropies[rows] = entropy(block.numpy())
-    return Readout(probs, best.numpy(), entropies)
+            entropies[rows] = entropy(values)
+    return Readout(probs, best, entropies)

@@ -85,13 +85,13 @@ def window_interest(model: InterestTransformer, windows: TokenWindows, k: int) -
         return Readout(empty, np.zeros((0, k), dtype=np.int64), np.zeros(0)), torch.empty((0, 0))
     order = np.argsort(windows.lengths, kind="stable")
     lengths = windows.lengths[order]
-    rows = np.concatenate([np.arange(a, a + b) for a, b in zip(windows.starts[order].tolist(), lengths.tolist())])
-    tokens = torch.from_numpy(windows.tokens[rows])
-    steps = torch.from_numpy(np.concatenate([np.arange(length) for length in lengths.tolist()]))
+    packed_starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    steps_np = np.arange(len(packed_starts)) - packed_starts  # each event's place in its window
+    tokens = torch.from_numpy(windows.tokens[np.repeat(windows.starts[order], lengths) + steps_np])
+    steps = torch.from_numpy(steps_np)
     groups = equal_runs(lengths)
     x = model.embed(tokens[:, 0], tokens[:, 1], tokens[:, 2], tokens[:, 3])
-    cos, sin = model.rotary(steps)
-    cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
+    cos, sin = (table[steps][:, None] for table in model.rotary(torch.arange(int(lengths[-1]))))  # broadcast over heads
     masks = {length: band_mask(length, config.window) for length in np.unique(lengths).tolist()}
     blocks = cast(Sequence[Block], model.blocks)
     h = x

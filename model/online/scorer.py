@@ -18,6 +18,7 @@ detect-eval`` and the worker's timeline view compute them offline with
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -67,14 +68,17 @@ class UserWindow:
 def encode_events(tokenizer: Tokenizer, events: Sequence[StoredEvent], previous: Sequence[int | None]) -> np.ndarray:
     """Model ids ``(N, 4)`` of ``events``, each time gap from the time of the event before it
     given in ``previous`` (``None``: no gap)."""
-    ts = np.fromiter((e.ts for e in events), dtype=np.int64, count=len(events))
-    before = np.fromiter((0 if p is None else p for p in previous), dtype=np.int64, count=len(events))
-    known = np.fromiter((p is not None for p in previous), dtype=bool, count=len(events))
+    if not events:
+        return np.zeros((0, 4), dtype=np.int64)
+    _, items, categories, behaviors, times = zip(*events, strict=True)  # the fields, column by column
+    ts = np.array(times, dtype=np.int64)
+    known = np.array([p is not None for p in previous], dtype=bool)
+    before = np.array([p or 0 for p in previous], dtype=np.int64)
     return np.stack(
         [
-            tokenizer.items.encode_many(e.item_id for e in events),
-            tokenizer.categories.encode_many(e.category_id for e in events),
-            tokenizer.behaviors.encode_many(e.event_type for e in events),
+            tokenizer.items.encode_many(items),
+            tokenizer.categories.encode_many(categories),
+            tokenizer.behaviors.encode_many(behaviors),
             tokenizer.gaps.buckets((ts - before) // 1000, known),
         ],
         axis=1,
@@ -207,6 +211,12 @@ class InterestScorer:
         return result, from_model_rows(probs, result.best_categories, tokenizer.categories, copied, self.top_k)
 
 
+_TS, _CATEGORY = (
+    operator.itemgetter(StoredEvent._fields.index("ts")),
+    operator.itemgetter(StoredEvent._fields.index("category_id")),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class BatchTokens:
     """A batch's model ids, tokenised once: each window's newest event with its time gap
@@ -227,14 +237,14 @@ class BatchTokens:
             kept = w.events[first:]
             events.extend(kept)
             previous.append(w.events[first - 1].ts if first else w.before_ts)
-            previous.extend(e.ts for e in kept[:-1])
+            previous.extend(map(_TS, kept[:-1]))
             lengths.append(len(kept))
         lengths_a = np.asarray(lengths, dtype=np.int64)
         starts = np.cumsum(lengths_a) - lengths_a
         tokens = encode_events(tokenizer, events, previous)
         newest = tokens[starts + lengths_a - 1]
         tokens[starts, 3] = 0  # each recent window opens without a gap
-        return cls(newest, TokenWindows(tokens, lengths_a), [e.category_id for e in events])
+        return cls(newest, TokenWindows(tokens, lengths_a), list(map(_CATEGORY, events)))
 
 
 def copied_mass(scored: Scored, row: int, raw_categories: Sequence[str], vocabulary: Vocabulary) -> dict[str, float]:
