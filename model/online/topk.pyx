@@ -17,10 +17,21 @@ cdef enum:
 MAX_K = _MAX_K
 
 
+cdef inline void _insert(float *best, Py_ssize_t *where, Py_ssize_t p, float value, Py_ssize_t column) noexcept nogil:
+    """Put ``value`` (of ``column``) into the descending list ``best[:p + 1]``, after the
+    entries not below it; the entry at ``p`` is overwritten."""
+    while p > 0 and best[p - 1] < value:
+        best[p] = best[p - 1]
+        where[p] = where[p - 1]
+        p -= 1
+    best[p] = value
+    where[p] = column
+
+
 def best_ids(const float[:, ::1] probs, Py_ssize_t k, Py_ssize_t skip=0):
     """The ``k`` largest entries of each row of ``probs (N, C)`` from column ``skip`` on, by
     column, largest first: ``(N, k)`` int64."""
-    cdef Py_ssize_t n = probs.shape[0], columns = probs.shape[1], row, j, p
+    cdef Py_ssize_t n = probs.shape[0], columns = probs.shape[1], row, j
     if not 0 < k <= _MAX_K or skip < 0 or k > columns - skip:
         raise ValueError(f"need 0 < k <= {MAX_K} and k <= columns - skip (k={k}, skip={skip}, columns={columns})")
     out = np.empty((n, k), dtype=np.int64)
@@ -31,25 +42,12 @@ def best_ids(const float[:, ::1] probs, Py_ssize_t k, Py_ssize_t skip=0):
     with nogil:
         for row in range(n):
             for j in range(skip, skip + k):  # the first k, in order
-                value = probs[row, j]
-                p = j - skip
-                while p > 0 and best[p - 1] < value:
-                    best[p] = best[p - 1]
-                    where[p] = where[p - 1]
-                    p -= 1
-                best[p] = value
-                where[p] = j
+                _insert(best, where, j - skip, probs[row, j], j)
             bound = best[k - 1]
             for j in range(skip + k, columns):
                 value = probs[row, j]
                 if value > bound:  # rare: replaces the k-th best
-                    p = k - 1
-                    while p > 0 and best[p - 1] < value:
-                        best[p] = best[p - 1]
-                        where[p] = where[p - 1]
-                        p -= 1
-                    best[p] = value
-                    where[p] = j
+                    _insert(best, where, k - 1, value, j)
                     bound = best[k - 1]
             for j in range(k):
                 ids[row, j] = where[j]
