@@ -11,7 +11,7 @@ COPY model ./model
 COPY stream ./stream
 COPY topics ./topics
 COPY bench ./bench
-# A C compiler only while the detector's kernels (model/online/sparse.pyx) are built.
+# A C compiler only while the compiled kernels (model/online/*.pyx, setup.py) are built.
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && pip install --no-cache-dir . \
     && apt-get purge -y --auto-remove gcc libc6-dev && rm -rf /var/lib/apt/lists/* \
