@@ -153,15 +153,19 @@ def timed_run(
     }
 
 
+def _full_recompute(checkpoint: Checkpoint, settings: Settings, detector: ShiftDetector) -> FullRecompute:
+    """The uncached reference, sized as :func:`~stream.worker.pipeline.serving_scorer` sizes the worker's scorer."""
+    return FullRecompute(
+        checkpoint, top_k=settings.top_k, recent_events=detector.settings.recent_events, top_m=detector.settings.top_m
+    )
+
+
 def naive_run(
     checkpoint: Checkpoint, detector: ShiftDetector, log: EventLog, config: ScoringBenchConfig
 ) -> dict[str, Any]:
     """The same stage at batch 1, every reading recomputed: the peer the scorer is measured against."""
     settings = Settings()
-    reference = FullRecompute(
-        checkpoint, top_k=settings.top_k, recent_events=detector.settings.recent_events, top_m=detector.settings.top_m
-    )
-    pipeline = InterestPipeline(checkpoint, settings, detector, reference)
+    pipeline = InterestPipeline(checkpoint, settings, detector, _full_recompute(checkpoint, settings, detector))
     seconds = 0.0
     events = 0
     for batch in admitted_batches(log, pipeline, 1, config.naive_events):
@@ -179,14 +183,7 @@ def exactness_run(
     difference of their readings and whether they raised the same shifts at the same events."""
     settings = Settings()
     fast = Recorded(serving_scorer(checkpoint, settings, detector))
-    slow = Recorded(
-        FullRecompute(
-            checkpoint,
-            top_k=settings.top_k,
-            recent_events=detector.settings.recent_events,
-            top_m=detector.settings.top_m,
-        )
-    )
+    slow = Recorded(_full_recompute(checkpoint, settings, detector))
     runs = [InterestPipeline(checkpoint, settings, detector, scorer) for scorer in (fast, slow)]
     probs_diff = recent_diff = 0.0
     same_shifts = True
