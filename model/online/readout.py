@@ -27,10 +27,10 @@ import torch
 from torch import Tensor
 
 from model.net.transformer import InterestTransformer
-from model.online.distribution import entropy
+from model.online.entropy import mixture_entropy
 from model.online.topk import best_ids
 
-BLOCK = 64  # rows per block: a block of a 3,000-category distribution is about 0.75 MB
+BLOCK = 128  # rows per block: a block of a 3,000-category distribution is about 0.75 MB
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +61,19 @@ def readout(
     probs = torch.empty((n, model.config.n_categories))
     best = np.empty((n, k), dtype=np.int64)
     entropies = np.zeros(n)
+    gates = gate[:, 0].numpy()
+    categories = copy_categories.numpy()
     for start in range(0, n, BLOCK):
         rows = slice(start, start + BLOCK)
-        block = model.generated(hidden[rows], gate[rows]).scatter_add_(1, copy_categories[rows], copy_weights[rows])
-        probs[rows] = block
+        log_generated = model.generator_log_probs(hidden[rows])
+        generated = log_generated.exp()
+        block = torch.mul(gate[rows], generated, out=probs[rows]).scatter_add_(
+            1, copy_categories[rows], copy_weights[rows]
+        )
         values = block.numpy()
         best[rows] = best_ids(values, k, skip)
         if with_entropy:
-            entropies[rows] = entropy(values)
+            entropies[rows] = mixture_entropy(
+                log_generated.numpy(), generated.numpy(), values, gates[rows], categories[rows]
+            )
     return Readout(probs, best, entropies)

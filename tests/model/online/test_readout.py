@@ -22,5 +22,5 @@ def test_a_readout_in_blocks_equals_the_whole_computation(small_model, small_con
         whole = small_model.generated(hidden, gate).scatter_add(1, categories, weights)
     assert torch.allclose(out.probs, whole, atol=1e-7)  # block-sized products round a little differently
     assert np.array_equal(out.best, out.probs[:, 2:].topk(4, dim=1).indices.numpy() + 2)
-    p = out.probs.double()
-    assert np.abs(out.entropy - (-torch.special.xlogy(p, p).sum(1)).numpy()).max() < 1e-12
+    p = out.probs.double()  # the direct sum over the rounded float32 mixture: equal up to that rounding
+    assert np.abs(out.entropy - (-torch.special.xlogy(p, p).sum(1)).numpy()).max() < 1e-7
