@@ -32,7 +32,7 @@ from stream.ops.broker import EmbeddedBroker
 from stream.ops.process import WorkerProcess
 from stream.ops.replay import replay
 from stream.settings import Settings
-from topics.specs import EVENTS, PARTITIONS, UPDATES
+from topics.specs import EVENTS, UPDATES
 
 TRIVIAL_AGENT = """
 import os, time, faust
@@ -73,9 +73,9 @@ async def _raw_consumer(bootstrap: str, expected: int) -> float:
         await consumer.stop()
 
 
-def _trivial_faust(bootstrap: str, expected: int, workdir: Path, timeout: float) -> float:
+def _trivial_faust(bootstrap: str, expected: int, workdir: Path, timeout: float, partitions: int) -> float:
     script = workdir / "trivial_agent.py"
-    script.write_text(TRIVIAL_AGENT.format(partitions=PARTITIONS, topic=EVENTS.name))
+    script.write_text(TRIVIAL_AGENT.format(partitions=partitions, topic=EVENTS.name))
     env = {**os.environ, "KAFKA_BOOTSTRAP": bootstrap, "EXPECTED": str(expected), "RUN": str(int(time.time()))}
     result = subprocess.run(
         [sys.executable, "-m", "faust", "-A", "trivial_agent", "worker", "--without-web", "-l", "warn"],
@@ -161,22 +161,24 @@ async def _latency(bootstrap: str, log: EventLog, rate: float, seconds: float, a
 
 def run_e2e_bench(log: EventLog, checkpoint: Path, config: E2EConfig = E2EConfig()) -> dict[str, Any]:
     external = os.environ.get("KAFKA_BOOTSTRAP")
+    settings = Settings.from_env()
     with tempfile.TemporaryDirectory(prefix="shiftwatch-e2e-") as tmp:
         workdir = Path(tmp)
         broker = None if external else EmbeddedBroker(workdir / "broker")
         worker: WorkerProcess | None = None
         try:
             bootstrap = external or broker.start()  # type: ignore[union-attr]
-            asyncio.run(create_topics(bootstrap, Settings().erasure_deadline_s))
+            asyncio.run(create_topics(bootstrap, settings.erasure_deadline_s, settings.partitions))
             expected = asyncio.run(replay(log, bootstrap))
             raw_eps = asyncio.run(_raw_consumer(bootstrap, expected))
-            trivial_eps = _trivial_faust(bootstrap, expected, workdir, config.timeout_s)
+            trivial_eps = _trivial_faust(bootstrap, expected, workdir, config.timeout_s, settings.partitions)
             worker = WorkerProcess(
                 workdir / "worker.log",
                 kafka_bootstrap=bootstrap,
                 checkpoint=checkpoint,
                 app_id=f"shiftwatch-e2e-{int(time.time())}",
                 data_dir=workdir / "worker",
+                partitions=settings.partitions,
             ).start()
             arrivals = asyncio.run(_await_updates(bootstrap, expected, worker, config.timeout_s))
             e2e_eps = (len(arrivals) - 1) / max(arrivals[-1] - arrivals[0], 1e-9)
@@ -197,7 +199,7 @@ def run_e2e_bench(log: EventLog, checkpoint: Path, config: E2EConfig = E2EConfig
         "setup": {
             "dataset": log.name,
             "events": expected,
-            "partitions": PARTITIONS,
+            "partitions": settings.partitions,
             "latency_rate_eps": round(config.latency_load * e2e_eps, 1),
             "latency_events": len(latencies),
             "cpu_count": os.cpu_count(),

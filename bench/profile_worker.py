@@ -55,10 +55,15 @@ def sample(data: Path, checkpoint: Path, seconds: int, warmup_s: float, rate: in
     bootstrap = broker.start()
     worker = None
     try:
-        asyncio.run(create_topics(bootstrap, Settings().erasure_deadline_s))
+        settings = Settings.from_env()
+        asyncio.run(create_topics(bootstrap, settings.erasure_deadline_s, settings.partitions))
         asyncio.run(replay(load_event_log(data), bootstrap))
         worker = WorkerProcess(
-            work / "worker.log", kafka_bootstrap=bootstrap, checkpoint=checkpoint, data_dir=work / "worker"
+            work / "worker.log",
+            kafka_bootstrap=bootstrap,
+            checkpoint=checkpoint,
+            data_dir=work / "worker",
+            partitions=settings.partitions,
         ).start()
         time.sleep(warmup_s)
         raw = Path(tempfile.mkstemp(prefix="shiftwatch-samples-", suffix=".txt")[1])

@@ -90,13 +90,15 @@ def run_soak(
         worker: WorkerProcess | None = None
         try:
             bootstrap = broker.start()
-            asyncio.run(create_topics(bootstrap, Settings().erasure_deadline_s))
+            settings = Settings.from_env()
+            asyncio.run(create_topics(bootstrap, settings.erasure_deadline_s, settings.partitions))
             worker = WorkerProcess(
                 Path(workdir) / "worker.log",
                 kafka_bootstrap=bootstrap,
                 app_id="shiftwatch-soak",
                 checkpoint=checkpoint,
                 data_dir=Path(workdir) / "worker",
+                partitions=settings.partitions,
                 state_ttl_s=ttl_s,
                 state_sweep_s=10,
             ).start()

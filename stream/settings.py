@@ -35,6 +35,12 @@ def setting(default: T, doc: str) -> T:
 class Settings:
     kafka_bootstrap: str = setting("127.0.0.1:9092", "Kafka bootstrap servers, comma separated.")
     app_id: str = setting("shiftwatch", "Faust app id: the consumer group and the prefix of table changelog topics.")
+    partitions: int = setting(
+        12,
+        "Partitions of every ShiftWatch topic and table changelog (co-partitioned by user id): at most this many "
+        "processes share a service's load. Topics are created with it and an existing topic keeps its count; "
+        "growing it takes new topics (docs/operations.md). The embedded demo uses 4.",
+    )
     checkpoint: Path = setting(
         Path("checkpoints/taobao"),
         "Model checkpoint directory to serve, with its tuned shift detector (`detector.json`, written by "
@@ -170,6 +176,8 @@ class Settings:
             )
         if self.cache_dtype not in CACHE_DTYPES:
             raise ValueError(f"SHIFTWATCH_CACHE_DTYPE={self.cache_dtype!r}: must be one of {', '.join(CACHE_DTYPES)}")
+        if self.partitions < 1:
+            raise ValueError(f"SHIFTWATCH_PARTITIONS={self.partitions}: must be 1 or more")
         if self.torch_threads < 0:
             raise ValueError(f"SHIFTWATCH_TORCH_THREADS={self.torch_threads}: must be 0 (automatic) or more")
         if self.erasure_deadline_s < 4:  # a quarter of it is a segment's lifetime: at least a second

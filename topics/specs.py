@@ -1,7 +1,9 @@
-"""Every topic ShiftWatch reads or writes: name, partitions, key, value, cleanup, retention.
+"""Every topic ShiftWatch reads or writes: name, key, value, cleanup, retention.
 
-Input and table changelogs are co-partitioned: every topic keyed by user id has
-:data:`PARTITIONS` partitions and producers use Kafka's default (murmur2) partitioner.
+Input and table changelogs are co-partitioned: every topic has the same number of partitions,
+the setting ``SHIFTWATCH_PARTITIONS`` (:attr:`stream.settings.Settings.partitions`: topics
+are created with it, :func:`stream.ops.admin.create_topics`), and producers use Kafka's
+default (murmur2) partitioner.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from topics.records import (
     Record,
 )
 
-PARTITIONS = 4
 DAY_MS = 24 * 3600 * 1000
 
 
@@ -60,7 +61,6 @@ def changelog_config(deadline_ms: int) -> dict[str, str]:
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
-    partitions: int
     key: str
     value: type[Record] | None
     cleanup_policy: Literal["delete", "compact"]
@@ -84,7 +84,6 @@ class TopicSpec:
 
 EVENTS = TopicSpec(
     name="clickstream.events",
-    partitions=PARTITIONS,
     key="user_id (UTF-8)",
     value=None,  # raw bytes: validated by the worker into ClickEvent, or dead-lettered
     cleanup_policy="delete",
@@ -93,7 +92,6 @@ EVENTS = TopicSpec(
 )
 UPDATES = TopicSpec(
     name="interest.updates",
-    partitions=PARTITIONS,
     key="user_id (UTF-8)",
     value=InterestUpdate,
     cleanup_policy="compact",
@@ -102,7 +100,6 @@ UPDATES = TopicSpec(
 )
 SHIFTS = TopicSpec(
     name="interest.shifts",
-    partitions=PARTITIONS,
     key="user_id (UTF-8)",
     value=InterestShift,
     cleanup_policy="delete",
@@ -112,7 +109,6 @@ SHIFTS = TopicSpec(
 )
 INVALID = TopicSpec(
     name="clickstream.events.invalid",
-    partitions=PARTITIONS,
     key="user_id when known, else none",
     value=DeadLetter,
     cleanup_policy="delete",
@@ -122,7 +118,6 @@ INVALID = TopicSpec(
 
 TRIGGERS = TopicSpec(
     name="marketing.triggers",
-    partitions=PARTITIONS,
     key="user_id (UTF-8)",
     value=MarketingTrigger,
     cleanup_policy="delete",
@@ -132,7 +127,6 @@ TRIGGERS = TopicSpec(
 
 DEMAND = TopicSpec(
     name="inventory.category-demand",
-    partitions=PARTITIONS,
     key="category_id (UTF-8)",
     value=CategoryDemand,
     cleanup_policy="delete",
@@ -143,7 +137,6 @@ DEMAND = TopicSpec(
 
 FORGET = TopicSpec(
     name="privacy.forget-requests",
-    partitions=PARTITIONS,
     key="user_id (UTF-8, raw: the same partition as the user's events)",
     value=ForgetRequest,
     cleanup_policy="delete",

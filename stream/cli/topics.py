@@ -13,8 +13,9 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
     create = actions.add_parser(
         "create",
-        help="create every topic that does not exist yet and give every one the configs of the erasure deadline "
-        "(SHIFTWATCH_ERASURE_DEADLINE_S; idempotent)",
+        help="create every topic that does not exist yet, with SHIFTWATCH_PARTITIONS partitions, and give every one "
+        "the configs of the erasure deadline (SHIFTWATCH_ERASURE_DEADLINE_S; idempotent; refuses a topic that exists "
+        "with another partition count)",
     )
     create.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP or settings)")
     create.add_argument(
@@ -33,7 +34,9 @@ def _topics_create(args: argparse.Namespace) -> int:
     from stream.settings import Settings
 
     settings = Settings.from_env()
-    created = create_topics(bootstrap(args), settings.erasure_deadline_s, args.app_id or settings.app_id)
+    created = create_topics(
+        bootstrap(args), settings.erasure_deadline_s, settings.partitions, args.app_id or settings.app_id
+    )
     for name, outcome in asyncio.run(created).items():
         print(f"{name}: {outcome}")
     return 0

@@ -31,24 +31,43 @@ async def wait_until_ready(bootstrap: str, timeout: float = 60.0) -> None:
             await admin.close()
 
 
+class PartitionCountMismatch(KafkaError):
+    """A ShiftWatch topic exists with another partition count than the one configured."""
+
+
 async def create_topics(
-    bootstrap: str, erasure_deadline_s: float, app_id: str | None = None, specs: tuple[TopicSpec, ...] = ALL_TOPICS
+    bootstrap: str,
+    erasure_deadline_s: float,
+    partitions: int,
+    app_id: str | None = None,
+    specs: tuple[TopicSpec, ...] = ALL_TOPICS,
 ) -> dict[str, str]:
-    """Create the topics that do not exist yet, and give those that do the configs of the
-    erasure deadline; with ``app_id``, also that app's table changelogs (which its services
-    create at their first start). Returns ``{name: "created" | "updated"}``."""
+    """Create the topics that do not exist yet, with ``partitions`` partitions each, and give
+    those that do the configs of the erasure deadline; with ``app_id``, also that app's table
+    changelogs (which its services create at their first start). Returns ``{name: "created" |
+    "updated"}``; raises :class:`PartitionCountMismatch`, changing nothing, when a topic exists
+    with another partition count (keys would move between partitions: docs/operations.md)."""
     deadline_ms = int(erasure_deadline_s * 1000)
     await wait_until_ready(bootstrap)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
+        counts = await partition_counts(admin)
+        existing = set(counts)
+        counts = {name: count for name, count in counts.items() if name in {spec.name for spec in specs}}
+        wrong = {name: count for name, count in counts.items() if count != partitions}
+        if wrong:
+            found = ", ".join(f"{name} has {count}" for name, count in sorted(wrong.items()))
+            raise PartitionCountMismatch(
+                f"SHIFTWATCH_PARTITIONS={partitions}, but {found}: a topic's partition count cannot change in place "
+                "(see 'Growing the partition count' in docs/operations.md); set SHIFTWATCH_PARTITIONS to the topics' count"
+            )
         outcome = {}
         for spec in specs:
             if spec.name not in existing:
                 try:
                     await admin.create_topics(
-                        [NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.config(deadline_ms))]
+                        [NewTopic(spec.name, partitions, 1, topic_configs=spec.config(deadline_ms))]
                     )
                     outcome[spec.name] = "created"
                     continue
@@ -63,6 +82,12 @@ async def create_topics(
         return outcome
     finally:
         await admin.close()
+
+
+async def partition_counts(admin: AIOKafkaAdminClient) -> dict[str, int]:
+    """The number of partitions of every topic (a metadata request for all topics: one naming
+    a topic that does not exist would have the broker create it)."""
+    return {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics() if t["error_code"] == 0}
 
 
 async def _alter(admin: AIOKafkaAdminClient, topic: str, configs: dict[str, str]) -> None:

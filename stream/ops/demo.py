@@ -41,6 +41,7 @@ class DemoConfig:
     tuning_histories: int = 100  # spliced histories (and controls) to tune a missing detector on
     timeout_s: float = 600.0
     feed_lines_per_second: float = 4.0
+    partitions: int = 4  # one machine: a few are enough (SHIFTWATCH_PARTITIONS for production)
 
 
 def ensure_checkpoint(config: DemoConfig, log: EventLog) -> None:
@@ -205,7 +206,9 @@ def run_demo(config: DemoConfig = DemoConfig()) -> int:
         bootstrap = broker.start() if broker is not None else os.environ["KAFKA_BOOTSTRAP"]
         where = "external" if broker is None else f"embedded Apache Kafka, pid {broker.pid}"
         print(f"kafka: {bootstrap} ({where})")
-        for name, outcome in asyncio.run(create_topics(bootstrap, Settings().erasure_deadline_s)).items():
+        for name, outcome in asyncio.run(
+            create_topics(bootstrap, Settings().erasure_deadline_s, config.partitions)
+        ).items():
             print(f"topic {name}: {outcome}")
         app_id = f"shiftwatch-demo-{int(time.time())}"
 
@@ -217,6 +220,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> int:
                 app_id=app_id,
                 checkpoint=config.checkpoint,
                 data_dir=config.state_dir / name,
+                partitions=config.partitions,
             ).start()
             processes.append(process)
             return process

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from stream.runtime.recovery import QueueSafeTableManager, SafeConsumer
 from stream.settings import Settings
-from topics.specs import PARTITIONS, changelog_config
+from topics.specs import changelog_config
 
 
 def new_app(settings: Settings, app_id: str, datadir: Path, **options: Any) -> tuple[faust.App, CollectorRegistry]:
@@ -25,7 +25,7 @@ def new_app(settings: Settings, app_id: str, datadir: Path, **options: Any) -> t
         broker=settings.kafka_url,
         store=settings.store,
         datadir=str(datadir),
-        topic_partitions=PARTITIONS,
+        topic_partitions=settings.partitions,
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
         web_port=settings.web_port,
@@ -57,7 +57,7 @@ def new_user_table(app: faust.App, name: str, settings: Settings, help: str) -> 
     return new_table(
         app,
         name,
-        partitions=PARTITIONS,
+        partitions=settings.partitions,
         key_type=bytes,
         value_type=bytes,
         help=help,

@@ -61,7 +61,7 @@ from stream.services.demand_counts import (
 from stream.services.downstream import Stats, downstream_app, shift_batches, shifts_topic
 from stream.settings import Settings
 from topics.records import CategoryDemand
-from topics.specs import DEMAND, PARTITIONS, SHIFTS
+from topics.specs import DEMAND
 
 RECENT_SHIFTS = 512  # shift ids remembered per category: a copy of a move comes within a batch or two of it
 WINDOW_KINDS = ("tumbling", "hopping")
@@ -102,8 +102,8 @@ class WindowedTable:
     table: faust.Table
 
     @classmethod
-    def create(cls, app: faust.App, kind: str, window: WindowT, size_s: float) -> WindowedTable:
-        table = new_table(app, f"demand_{kind}", partitions=PARTITIONS, help=f"category demand per {kind} window")
+    def create(cls, app: faust.App, kind: str, window: WindowT, size_s: float, partitions: int) -> WindowedTable:
+        table = new_table(app, f"demand_{kind}", partitions=partitions, help=f"category demand per {kind} window")
         table.using_window(window)  # Faust's windowed changelog (compacted and deleted); keys are written as is
         return cls(kind, size_s, window, table)
 
@@ -143,30 +143,35 @@ class DemandService:
             value_type=bytes,
             key_serializer="raw",
             value_serializer="raw",
-            partitions=PARTITIONS,
+            partitions=settings.partitions,
             internal=True,
         )
         self.windows = {
             "tumbling": WindowedTable.create(
-                app, "tumbling", TumblingWindow(settings.demand_tumbling_s), settings.demand_tumbling_s
+                app,
+                "tumbling",
+                TumblingWindow(settings.demand_tumbling_s),
+                settings.demand_tumbling_s,
+                settings.partitions,
             ),
             "hopping": WindowedTable.create(
                 app,
                 "hopping",
                 HoppingWindow(settings.demand_hopping_s, settings.demand_hop_s),
                 settings.demand_hopping_s,
+                settings.partitions,
             ),
         }
         self.totals = new_table(
             app,
             "demand_totals",
-            partitions=PARTITIONS,
+            partitions=settings.partitions,
             help="category demand since the start, and its recent shift ids",
         )
         self.clocks = new_table(
             app,
             "demand_clock",
-            partitions=PARTITIONS,
+            partitions=settings.partitions,
             help="'partition N' -> shifts partition -> event time (ms) announced",
         )
         self.grace_ms = round(settings.demand_grace_s * 1000)
@@ -232,7 +237,7 @@ class DemandService:
             # after the moves: the same producer keeps each partition in order
             for source, event_time in reached.items():
                 progress = Progress(source, event_time).dumps()
-                for partition in range(PARTITIONS):
+                for partition in range(self.settings.partitions):
                     sent.append(await self._send(moves_name, None, progress, partition))
             await asyncio.gather(*sent)
 
@@ -264,13 +269,13 @@ class DemandService:
             return
         announced = {**announced, source: progress.event_time}
         rows.set(self.clocks, event, key, announced)
-        now = watermark(announced, SHIFTS.partitions)
+        now = watermark(announced, self.settings.partitions)
         if now is not None:
             await self.close_windows(event, now, rows, sent)
 
     def count_move(self, event: EventT, move: CategoryMove, rows: PendingRows) -> None:
         message, stats = event.message, self.stats
-        now = watermark(rows.get(self.clocks, event, clock_key(message.partition)) or {}, SHIFTS.partitions)
+        now = watermark(rows.get(self.clocks, event, clock_key(message.partition)) or {}, self.settings.partitions)
         total = rows.get(self.totals, event, move.category_id)
         recent: dict[str, int] = {} if total is None else total["recent"]
         if recent.get(move.shift_id, message.offset) != message.offset:
@@ -346,7 +351,7 @@ class DemandService:
         """Demand in the open window of ``kind`` starting at ``start`` (default: the latest full one)."""
         windowed = self.windows[kind]
         if start is None:
-            marks = (watermark(announced, SHIFTS.partitions) for announced in self.clocks.values())
+            marks = (watermark(announced, self.settings.partitions) for announced in self.clocks.values())
             latest = max(filter(None, marks), default=None)
             if latest is None:
                 return {}, {"window_start": None, "window_end": None}
@@ -369,7 +374,7 @@ class DemandService:
                 **self.stats,
                 "counted": counted,
                 "open_windows": sum(map(len, self.open_windows.values())),
-                "watermark": {k: watermark(a, SHIFTS.partitions) for k, a in self.clocks.items()},
+                "watermark": {k: watermark(a, self.settings.partitions) for k, a in self.clocks.items()},
             }
         )
 

@@ -55,7 +55,7 @@ from stream.worker.ttl import ActivityIndex
 from stream.worker.tuning import tune_for_scoring
 from stream.worker.views import add_views
 from topics.records import DeadLetter, InterestShift
-from topics.specs import EVENTS, FORGET, INVALID, PARTITIONS, SHIFTS, UPDATES
+from topics.specs import EVENTS, FORGET, INVALID, SHIFTS, UPDATES
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class Worker:
             value_type=bytes,
             key_serializer="raw",
             value_serializer="raw",
-            partitions=PARTITIONS,
+            partitions=settings.partitions,
         )
         self.users = new_user_table(self.app, "users", settings, "user state rows (JSON)")
         # The table stays the truth; any rebalance may move users away and back, so the cache of

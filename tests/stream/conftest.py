@@ -17,11 +17,18 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from model.net.checkpoint import save_checkpoint
 from model.online.detector import ShiftDetector, save_detector
-from stream.ops.admin import create_topics, wait_until_ready
+from stream.ops.admin import create_topics, partition_counts, wait_until_ready
 from stream.ops.broker import EmbeddedBroker
 from stream.ops.process import WorkerProcess
 from stream.settings import Settings
-from tests.stream.helpers import SMALL_MODEL_DETECTOR, offline_shifts, raw_messages, small_checkpoint, taobao_users
+from tests.stream.helpers import (
+    PARTITIONS,
+    SMALL_MODEL_DETECTOR,
+    offline_shifts,
+    raw_messages,
+    small_checkpoint,
+    taobao_users,
+)
 from topics.schema import validator
 from topics.specs import ALL_TOPICS, EVENTS, OUTPUT_TOPICS, UPDATES
 
@@ -47,27 +54,42 @@ def kafka_bootstrap(kafka_broker: EmbeddedBroker | None) -> str:
     return bootstrap
 
 
+def recreate_topics(bootstrap: str, partitions: int = PARTITIONS) -> None:
+    """Delete ShiftWatch's topics and create them afresh, empty, with ``partitions`` each.
+
+    Kafka deletes a topic asynchronously: for a moment the broker may still describe it, or
+    refuse to create it again, so this waits until every topic exists with the count asked for."""
+    names = {s.name for s in ALL_TOPICS}
+
+    async def recreate() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            doomed = sorted(names & set(await partition_counts(admin)))
+            if doomed:
+                await admin.delete_topics(doomed)
+            for _ in range(300):
+                counts = await partition_counts(admin)
+                if doomed and set(doomed) & set(counts):
+                    await asyncio.sleep(0.1)
+                    continue
+                doomed = []
+                if {name: counts.get(name) for name in names} == dict.fromkeys(names, partitions):
+                    return
+                if not names <= set(counts):  # create the missing ones (again, if a creation raced a deletion)
+                    await create_topics(bootstrap, Settings().erasure_deadline_s, partitions)
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"the topics did not come back with {partitions} partitions each: {counts}")
+        finally:
+            await admin.close()
+
+    asyncio.run(recreate())
+
+
 @pytest.fixture
 def fresh_topics(kafka_bootstrap: str) -> str:
     """Empty ShiftWatch topics for one test; returns a Faust app id of its own."""
-
-    async def recreate() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-        await admin.start()
-        try:
-            existing = set(await admin.list_topics())
-            doomed = [s.name for s in ALL_TOPICS if s.name in existing]
-            if doomed:
-                await admin.delete_topics(doomed)
-                for _ in range(100):
-                    if not set(await admin.list_topics()) & set(doomed):
-                        break
-                    await asyncio.sleep(0.1)
-        finally:
-            await admin.close()
-        await create_topics(kafka_bootstrap, Settings().erasure_deadline_s)
-
-    asyncio.run(recreate())
+    recreate_topics(kafka_bootstrap)
     return f"shiftwatch-test-{uuid.uuid4().hex[:8]}"
 
 
@@ -102,6 +124,7 @@ def worker_factory(kafka_bootstrap: str, fresh_topics: str, stream_checkpoint, t
             "checkpoint": stream_checkpoint[1],
             "data_dir": data_dir,
             "session_timeout_s": 10,
+            "partitions": PARTITIONS,
             **settings,
         }
         worker = WorkerProcess(

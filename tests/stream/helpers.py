@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, replace
 
 import msgspec
@@ -24,12 +27,14 @@ from stream.settings import Settings
 from stream.worker.pipeline import Admitted, InterestPipeline, Refused
 from stream.worker.state import UserState
 from tests.conftest import TAOBAO_SAMPLE
-from topics.specs import PARTITIONS
 
 NOW_MS = 1_800_000_000_000
 SMALL_MODEL_DETECTOR = DetectorSettings(drift=0.05)
 """The detector for :func:`small_checkpoint`: its untrained model moves only the copy head's
 share of the mass (about 0.4), so it gets a lower allowance, as ``detect-eval`` would tune."""
+
+
+PARTITIONS = 4  # of the suite's topics (SHIFTWATCH_PARTITIONS), the demo's count: few partitions start fast
 
 
 def taobao_users(n: int) -> EventLog:
@@ -204,3 +209,17 @@ def same_shift(a: dict, b: dict, tolerance: float = 1e-5) -> bool:
         and names(a["to_categories"]) == names(b["to_categories"])
         and abs(a["divergence"] - b["divergence"]) <= tolerance
     )
+
+
+def wait_ready(port: int, timeout: float = 120.0) -> None:
+    """Return once the worker on ``port`` says it is ready (its ``/readyz``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+                if json.loads(response.read())["ready"]:
+                    return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError("the worker never became ready")

@@ -4,7 +4,7 @@ import json
 
 from topics.records import DEAD_LETTER_REASONS, CategoryProbability, InterestUpdate
 from topics.schema import SCHEMA_DIR, stale_schema_files, topic_schema, validator
-from topics.specs import ALL_TOPICS, DEMAND, EVENTS, INVALID, PARTITIONS, UPDATES
+from topics.specs import ALL_TOPICS, DEMAND, EVENTS, INVALID, UPDATES
 
 
 def test_schema_files_are_in_sync_with_the_records() -> None:
@@ -27,8 +27,7 @@ def test_a_serialised_update_has_exactly_the_schema_fields() -> None:
     assert set(payload["top_categories"][0]) == set(schema["properties"]["top_categories"]["items"]["properties"])
 
 
-def test_every_user_keyed_topic_is_co_partitioned() -> None:
-    assert {spec.partitions for spec in ALL_TOPICS} == {PARTITIONS}
+def test_topic_configs_follow_the_erasure_deadline() -> None:
     day = 86_400_000
     assert UPDATES.config(day) == {
         "cleanup.policy": "compact",

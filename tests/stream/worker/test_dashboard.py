@@ -4,7 +4,6 @@ while a history is replayed through the broker."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,7 +16,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import ROOT
 from tests.stream.conftest import produce
-from tests.stream.helpers import raw_messages
+from tests.stream.helpers import raw_messages, wait_ready
 from topics.specs import EVENTS
 
 pytestmark = pytest.mark.kafka
@@ -51,19 +50,6 @@ def browser(tmp_path: Path):
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     yield driver
     driver.quit()
-
-
-def wait_ready(port: int, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
-                if json.loads(response.read())["ready"]:
-                    return
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        time.sleep(0.5)
-    raise AssertionError("the worker never became ready")
 
 
 def test_dashboard_shows_live_shifts_and_a_drill_down(

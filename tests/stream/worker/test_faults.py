@@ -17,6 +17,7 @@ from stream.worker.validation import REASONS
 from tests.stream import hostile
 from tests.stream.conftest import consume, kill_inside_a_batch, produce, produce_to
 from tests.stream.helpers import (
+    PARTITIONS,
     assert_update_matches,
     key_per_partition,
     offline_probabilities,
@@ -28,7 +29,7 @@ from tests.stream.helpers import (
 from tests.stream.worker.test_worker import get_json, scrape
 from topics.records import DEAD_LETTER_COPY_BYTES
 from topics.schema import validator
-from topics.specs import DAY_MS, EVENTS, INVALID, PARTITIONS, UPDATES, changelog_config
+from topics.specs import DAY_MS, EVENTS, INVALID, UPDATES, changelog_config
 
 FUZZ_CASES = 10_000
 NOW_MS = int(time.time() * 1000)

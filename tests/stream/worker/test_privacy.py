@@ -16,7 +16,7 @@ from stream.settings import Settings
 from stream.worker.pipeline import InterestPipeline
 from stream.worker.privacy import Pseudonymiser
 from tests.stream.conftest import consume, produce, read_all
-from tests.stream.helpers import NOW_MS, event_value, raw_messages, run_pipeline, spliced_history
+from tests.stream.helpers import NOW_MS, PARTITIONS, event_value, raw_messages, run_pipeline, spliced_history
 from tests.stream.worker.test_worker import get_json, scrape
 from topics.specs import EVENTS, UPDATES
 
@@ -111,7 +111,7 @@ def test_forget_erases_a_user_everywhere_within_the_deadline(
         history.append((alice.encode(), json.dumps({**event, "user_id": alice}).encode()))
     stream = raw_messages(stream_log.first_users(5)) + history
     asyncio.run(
-        create_topics(kafka_bootstrap, ERASURE_DEADLINE_S)
+        create_topics(kafka_bootstrap, ERASURE_DEADLINE_S, PARTITIONS)
     )  # the topics of fresh_topics, under the test's deadline
     deadline = {"erasure_deadline_s": ERASURE_DEADLINE_S, "pseudonym_key": SECRET}
     worker = worker_factory(**deadline).start()

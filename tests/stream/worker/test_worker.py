@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
@@ -15,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from model.online.detector import ShiftDetector
 from stream.settings import Settings
 from stream.worker.pipeline import InterestPipeline
-from tests.stream.conftest import consume, kill_inside_a_batch, produce
+from tests.stream.conftest import consume, kill_inside_a_batch, produce, recreate_topics
 from tests.stream.helpers import (
     SMALL_MODEL_DETECTOR,
     assert_update_matches,
@@ -29,8 +30,9 @@ from tests.stream.helpers import (
     same_update,
     spliced_history,
     taobao_users,
+    wait_ready,
 )
-from topics.specs import EVENTS, INVALID, PARTITIONS, SHIFTS, UPDATES
+from topics.specs import EVENTS, INVALID, SHIFTS, UPDATES
 
 pytestmark = pytest.mark.kafka
 
@@ -167,22 +169,38 @@ def test_replayed_events_give_one_exact_update_each_and_bad_ones_go_to_dead_lett
     assert get_json(worker.web_port, "/shifts/recent?limit=x")[0] == 400
 
 
-def test_user_queries_are_answered_by_either_of_two_workers(kafka_bootstrap, worker_factory, stream_log) -> None:
-    """Each worker owns some partitions; asked about any user, either answers with that
-    user's row (the owner serves it, the other forwards the request to the owner)."""
+def test_three_workers_share_twelve_partitions(kafka_bootstrap, worker_factory, stream_log) -> None:
+    """Three workers on topics of twelve partitions (``SHIFTWATCH_PARTITIONS``): once the group
+    has settled, every partition is owned by one of them and each owns some; every event gets
+    its update exactly once; asked about any user, each worker answers with that user's row
+    (the owner serves it, the others forward the request to the owner)."""
+    partitions = 12
+    recreate_topics(kafka_bootstrap, partitions)
     stream = raw_messages(stream_log)
-    first = worker_factory(batch_size="64").start()
-    second = worker_factory(batch_size="64").start()
+    workers = [worker_factory(batch_size="64", partitions=str(partitions)).start() for _ in range(3)]
+    urls = {f"http://127.0.0.1:{w.web_port}" for w in workers}
+    for worker in workers:
+        wait_ready(worker.web_port)
+
+    def owners() -> dict[str, list[int]]:
+        status, routes = get_json(workers[0].web_port, "/router/")  # Faust's view: worker URL -> table partitions
+        assert status == 200
+        return {url: sorted(p for ps in tables.values() for p in ps) for url, tables in routes.items()}
+
+    deadline = time.monotonic() + 120
+    while {url for url, owned in owners().items() if owned} != urls and time.monotonic() < deadline:
+        time.sleep(1)
+    owned = owners()
+    assert sorted(p for ps in owned.values() for p in ps) == list(range(partitions))
+    assert {url for url, ps in owned.items() if ps} == urls
     produce(kafka_bootstrap, EVENTS.name, stream)
-    assert len(consume(kafka_bootstrap, UPDATES.name, len(stream), worker=first)) >= len(stream)
-    status, routes = get_json(first.web_port, "/router/")  # Faust's view: worker URL -> table partitions
-    assert status == 200
-    owned = {url: sorted(p for partitions in tables.values() for p in partitions) for url, tables in routes.items()}
-    assert sorted(p for partitions in owned.values() for p in partitions) == list(range(PARTITIONS))
-    assert {f"http://127.0.0.1:{w.web_port}" for w in (first, second)} == {url for url, p in owned.items() if p}
+    updates = consume(kafka_bootstrap, UPDATES.name, len(stream), worker=workers[0])
+    events = [json.loads(value)["event_id"] for _, value in stream]
+    assert sorted(json.loads(u.value)["event_id"] for u in updates if u.value is not None) == sorted(events)
+    assert owners() == owned, "no rebalance while the events went through"
     for user in stream_log.users:
-        answers = [get_json(worker.web_port, f"/users/{user.user_id}/interests") for worker in (first, second)]
-        assert answers[0] == answers[1]
+        answers = [get_json(worker.web_port, f"/users/{user.user_id}/interests") for worker in workers]
+        assert answers[0] == answers[1] == answers[2]
         assert answers[0][0] == 200 and answers[0][1]["events"] == len(user)
 
 
