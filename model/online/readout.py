@@ -30,7 +30,7 @@ from model.net.transformer import InterestTransformer
 from model.online.entropy import mixture_entropy
 from model.online.topk import best_ids
 
-BLOCK = 128  # rows per block: 1.5 MB of a 3,000-category distribution (64 and 32 rows measured no faster)
+BLOCK = 128  # rows per block: 1.5 MB of a 3,000-category distribution (16 to 128 rows measured within the noise)
 
 
 @dataclass(frozen=True, slots=True)
