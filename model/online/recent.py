@@ -5,6 +5,9 @@ the interest mixture at the window's last event, the first event with no known t
 computed with only the work that output depends on:
 
 * windows of equal length are batched together, so no padded position is computed;
+* an event in several windows of a batch (a user's burst: each window is the last few
+  events) is embedded and projected to the first block's queries, keys and values once
+  (:attr:`TokenWindows.rows`); what comes after attention depends on the window;
 * every block but the last runs over all the window's events (the last block reads their
   keys and values); the last block's attention and feed-forward, and both heads, run at
   the window's last event only.
@@ -48,14 +51,31 @@ from model.online.readout import Readout, readout
 @dataclass(frozen=True, slots=True)
 class TokenWindows:
     """Token windows, flat: window ``w`` is rows ``starts[w] : starts[w] + lengths[w]`` of
-    ``tokens`` ``(N, 4)`` (item, category, behaviour, gap ids), in event order."""
+    ``tokens[rows]`` ``(N, 4)`` (item, category, behaviour, gap ids), in event order.
+    ``rows`` (``None``: every row of ``tokens`` in order) lets windows share a token row.
+
+    >>> shared = TokenWindows(np.array([[5, 2, 2, 0], [6, 3, 2, 4], [6, 3, 2, 0]]), np.array([2, 1]), np.array([0, 1, 2]))
+    >>> shared.window_tokens[:, 0].tolist(), shared.starts.tolist()
+    ([5, 6, 6], [0, 2])
+    """
 
     tokens: np.ndarray
     lengths: np.ndarray
+    rows: np.ndarray | None = None
 
     @property
     def starts(self) -> np.ndarray:
         return np.cumsum(self.lengths) - self.lengths
+
+    @property
+    def token_rows(self) -> np.ndarray:
+        """The row of ``tokens`` of each window row, ``(N,)``."""
+        return np.arange(int(self.lengths.sum())) if self.rows is None else self.rows
+
+    @property
+    def window_tokens(self) -> np.ndarray:
+        """Every window's tokens, flat, ``(N, 4)``."""
+        return self.tokens if self.rows is None else self.tokens[self.rows]
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -76,7 +96,8 @@ def window_interest(model: InterestTransformer, windows: TokenWindows, k: int) -
 
     The windows' events are packed in order of window length, so that every projection and
     feed-forward runs on real events, each in one call; attention runs per group of windows
-    of one length.
+    of one length. The embeddings and the first block's projections run once per row of
+    ``windows.tokens``.
     """
     config = model.config
     n = len(windows)
@@ -87,16 +108,21 @@ def window_interest(model: InterestTransformer, windows: TokenWindows, k: int) -
     lengths = windows.lengths[order]
     packed_starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
     steps_np = np.arange(len(packed_starts)) - packed_starts  # each event's place in its window
-    tokens = torch.from_numpy(windows.tokens[np.repeat(windows.starts[order], lengths) + steps_np])
+    rows = torch.from_numpy(windows.token_rows[np.repeat(windows.starts[order], lengths) + steps_np])
+    distinct = torch.from_numpy(windows.tokens)
+    tokens = distinct[rows]
     steps = torch.from_numpy(steps_np)
     groups = equal_runs(lengths)
-    x = model.embed(tokens[:, 0], tokens[:, 1], tokens[:, 2], tokens[:, 3])
+    distinct_x = model.embed(distinct[:, 0], distinct[:, 1], distinct[:, 2], distinct[:, 3])
+    x = distinct_x[rows]
     cos, sin = (table[steps][:, None] for table in model.rotary(torch.arange(int(lengths[-1]))))  # broadcast over heads
     masks = {length: band_mask(length, config.window) for length in np.unique(lengths).tolist()}
     blocks = cast(Sequence[Block], model.blocks)
     h = x
-    for block in blocks[:-1]:
-        q, key, value = _projected(block, h, cos, sin)
+    for layer, block in enumerate(blocks[:-1]):
+        q, key, value = (
+            _projected(block, distinct_x, cos, sin, rows=rows) if layer == 0 else _projected(block, h, cos, sin)
+        )
         attended = torch.empty_like(q)
         for w0, w1, r0, r1 in groups:
             m, length = w1 - w0, (r1 - r0) // (w1 - w0)
@@ -118,7 +144,7 @@ def window_interest(model: InterestTransformer, windows: TokenWindows, k: int) -
     # The copy head's candidates in a table as wide as the longest window (at most
     # recent_events), the missing ones masked: a few pointer products, not a layer's work.
     width = int(lengths[-1])
-    copy_keys = model.copy_key(x)
+    copy_keys = model.copy_key(distinct_x)[rows]
     padded = torch.zeros((n, width, config.d_model))
     categories = torch.zeros((n, width), dtype=torch.long)
     offsets = torch.full((n, width), -1, dtype=torch.long)  # -1: no event, masked
@@ -141,17 +167,18 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
 
 
 def _projected(
-    block: Block, h: Tensor, cos: Tensor, sin: Tensor, queries: Tensor | None = None
+    block: Block, h: Tensor, cos: Tensor, sin: Tensor, queries: Tensor | None = None, rows: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """A block's rotated queries (of the rows ``queries``, or all), keys and values of rows
-    ``h (N, d)``, each ``(rows, heads, head_dim)``."""
+    ``h (N, d)`` (or of ``h[rows]``, projected before they are gathered), each ``(rows, heads, head_dim)``."""
     attention = block.attn
     y = block.ln_attn(h)
     shape = (attention.n_heads, attention.head_dim)
     d = y.shape[-1]
     weight, bias = attention.qkv.weight, attention.qkv.bias
     if queries is None:
-        qkv = attention.qkv(y).view(len(y), 3, *shape)
+        qkv = attention.qkv(y)
+        qkv = (qkv if rows is None else qkv[rows]).view(len(cos), 3, *shape)
         q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
         return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
     q = F.linear(y[queries], weight[:d], bias[:d]).view(len(queries), *shape)

@@ -219,9 +219,10 @@ _TS, _CATEGORY = (
 
 @dataclass(frozen=True, slots=True)
 class BatchTokens:
-    """A batch's model ids, tokenised once: each window's newest event with its time gap
-    (``newest``, ``(B, 4)``), and its last ``recent_events`` events, the first with no gap
-    (``recent``), with their raw categories (``recent_categories``, flat)."""
+    """A batch's model ids, each event tokenised once: each window's newest event with its
+    time gap (``newest``, ``(B, 4)``), and its last ``recent_events`` events, the first with
+    no gap (``recent``; windows of one user share the rows of their common events), with the
+    raw category of each row of ``recent.tokens`` (``recent_categories``)."""
 
     newest: np.ndarray
     recent: TokenWindows
@@ -229,22 +230,43 @@ class BatchTokens:
 
     @classmethod
     def of(cls, tokenizer: Tokenizer, windows: Sequence[UserWindow], recent_events: int) -> BatchTokens:
+        """``windows`` are taken in order; those of a user at rising positions share the rows
+        of their common events (a window that does not follow on from the user's rows, as
+        after a reorder, starts them afresh)."""
         events: list[StoredEvent] = []
         previous: list[int | None] = []
-        lengths = []
+        known: dict[str, tuple[int, list[int]]] = {}  # user -> (position of their first row, rows by position)
+        rows: list[int] = []
+        openers, newest, lengths = [], [], []
         for w in windows:
-            first = max(0, w.index + 1 - recent_events)
-            kept = w.events[first:]
-            events.extend(kept)
-            previous.append(w.events[first - 1].ts if first else w.before_ts)
-            previous.extend(map(_TS, kept[:-1]))
-            lengths.append(len(kept))
-        lengths_a = np.asarray(lengths, dtype=np.int64)
-        starts = np.cumsum(lengths_a) - lengths_a
+            position = w.first_position + max(0, w.index + 1 - recent_events)  # the window's first event
+            base, user_rows = known.get(w.user_id, (position, []))
+            if not base <= position <= base + len(user_rows):
+                base, user_rows = position, []
+            known[w.user_id] = (base, user_rows)
+            start = base + len(user_rows) - w.first_position  # the window's first event not tokenised yet
+            if start <= w.index:
+                kept = w.events[start:]
+                user_rows.extend(range(len(events), len(events) + len(kept)))
+                events.extend(kept)
+                previous.append(w.events[start - 1].ts if start else w.before_ts)
+                previous.extend(map(_TS, kept[:-1]))
+            window_rows = user_rows[position - base : w.position - base + 1]
+            rows.extend(window_rows)
+            openers.append(window_rows[0])
+            newest.append(window_rows[-1])
+            lengths.append(len(window_rows))
         tokens = encode_events(tokenizer, events, previous)
-        newest = tokens[starts + lengths_a - 1]
-        tokens[starts, 3] = 0  # each recent window opens without a gap
-        return cls(newest, TokenWindows(tokens, lengths_a), list(map(_CATEGORY, events)))
+        lengths_a = np.asarray(lengths, dtype=np.int64)
+        rows_a = np.asarray(rows, dtype=np.int64)
+        opening = tokens[openers]
+        opening[:, 3] = 0  # each recent window opens without a gap: a row of its own
+        rows_a[np.cumsum(lengths_a) - lengths_a] = len(tokens) + np.arange(len(windows))
+        used, rows_a = np.unique(rows_a, return_inverse=True)  # the rows some window reads, no others
+        categories = list(map(_CATEGORY, events))
+        categories += [categories[r] for r in openers]
+        recent = TokenWindows(np.concatenate([tokens, opening])[used], lengths_a, rows_a)
+        return cls(tokens[newest], recent, [categories[r] for r in used.tolist()])
 
 
 def copied_mass(scored: Scored, row: int, raw_categories: Sequence[str], vocabulary: Vocabulary) -> dict[str, float]:
@@ -274,20 +296,19 @@ def scored_interest(
 def recent_interest(
     model: InterestTransformer, tokenizer: Tokenizer, windows: TokenWindows, raw_categories: Sequence[str], m: int
 ) -> tuple[np.ndarray, list[Distribution]]:
-    """The interest after the last event of each window (tokens, and their raw categories,
-    flat), reading that window only (:func:`model.online.recent.window_interest`): over the
+    """The interest after the last event of each window (tokens, and the raw category of each
+    row of ``windows.tokens``), reading that window only (:func:`model.online.recent.window_interest`): over the
     vocabulary, and by raw category with ``m`` kept."""
     out, copied_t = window_interest(model, windows, min(m, model.config.n_categories - 1))
     probs, best = out.probs.numpy(), out.best
     weights = copied_t.numpy()
-    starts, lengths = windows.starts, windows.lengths
+    starts, lengths, token_rows = windows.starts, windows.lengths, windows.token_rows
     copied = {}
-    outside = windows.tokens[:, 1] == OOV_ID
+    outside = windows.tokens[token_rows, 1] == OOV_ID
     for row in np.unique(np.repeat(np.arange(len(windows)), lengths)[outside]).tolist():  # only these can copy unknowns
         start, length = int(starts[row]), int(lengths[row])
-        copied[row] = copied_outside_vocabulary(
-            weights[row, :length], raw_categories[start : start + length], tokenizer.categories
-        )
+        categories = [raw_categories[r] for r in token_rows[start : start + length].tolist()]
+        copied[row] = copied_outside_vocabulary(weights[row, :length], categories, tokenizer.categories)
     return probs, from_model_rows(probs, best, tokenizer.categories, copied, m)
 
 
