@@ -55,8 +55,8 @@ class TokenWindows:
     ``rows`` (``None``: every row of ``tokens`` in order) lets windows share a token row.
 
     >>> shared = TokenWindows(np.array([[5, 2, 2, 0], [6, 3, 2, 4], [6, 3, 2, 0]]), np.array([2, 1]), np.array([0, 1, 2]))
-    >>> shared.window_tokens[:, 0].tolist(), shared.starts.tolist()
-    ([5, 6, 6], [0, 2])
+    >>> shared.tokens[shared.token_rows, 3].tolist(), shared.starts.tolist()
+    ([0, 4, 0], [0, 2])
     """
 
     tokens: np.ndarray
@@ -71,11 +71,6 @@ class TokenWindows:
     def token_rows(self) -> np.ndarray:
         """The row of ``tokens`` of each window row, ``(N,)``."""
         return np.arange(int(self.lengths.sum())) if self.rows is None else self.rows
-
-    @property
-    def window_tokens(self) -> np.ndarray:
-        """Every window's tokens, flat, ``(N, 4)``."""
-        return self.tokens if self.rows is None else self.tokens[self.rows]
 
     def __len__(self) -> int:
         return len(self.lengths)
