@@ -54,8 +54,7 @@ async def create_topics(
     try:
         counts = await partition_counts(admin)
         existing = set(counts)
-        counts = {name: count for name, count in counts.items() if name in {spec.name for spec in specs}}
-        wrong = {name: count for name, count in counts.items() if count != partitions}
+        wrong = {s.name: counts[s.name] for s in specs if counts.get(s.name, partitions) != partitions}
         if wrong:
             found = ", ".join(f"{name} has {count}" for name, count in sorted(wrong.items()))
             raise PartitionCountMismatch(

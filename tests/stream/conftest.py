@@ -65,20 +65,19 @@ def recreate_topics(bootstrap: str, partitions: int = PARTITIONS) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()
         try:
-            doomed = sorted(names & set(await partition_counts(admin)))
+            doomed = names & set(await partition_counts(admin))
             if doomed:
-                await admin.delete_topics(doomed)
-            for _ in range(300):
-                counts = await partition_counts(admin)
-                if doomed and set(doomed) & set(counts):
-                    await asyncio.sleep(0.1)
-                    continue
-                doomed = []
-                if {name: counts.get(name) for name in names} == dict.fromkeys(names, partitions):
-                    return
-                if not names <= set(counts):  # create the missing ones (again, if a creation raced a deletion)
-                    await create_topics(bootstrap, Settings().erasure_deadline_s, partitions)
+                await admin.delete_topics(sorted(doomed))
+            for _ in range(100):
+                if not doomed & set(await partition_counts(admin)):
+                    break
                 await asyncio.sleep(0.1)
+            for _ in range(20):
+                await create_topics(bootstrap, Settings().erasure_deadline_s, partitions)  # may race the deletion
+                counts = await partition_counts(admin)
+                if all(counts.get(name) == partitions for name in names):
+                    return
+                await asyncio.sleep(0.5)
             raise AssertionError(f"the topics did not come back with {partitions} partitions each: {counts}")
         finally:
             await admin.close()
