@@ -68,8 +68,12 @@ class Settings:
         30.0,
         "How long Kafka waits for a silent process (killed, frozen) before giving its partitions to the others.",
     )
-    batch_size: int = setting(512, "Most events per micro-batch through the engine.")
-    batch_within_s: float = setting(0.05, "Longest wait to fill a micro-batch, seconds.")
+    batch_size: int = setting(
+        512, "Most messages per batch: the worker's (what has been fetched, up to this) and the services'."
+    )
+    batch_within_s: float = setting(
+        0.05, "Longest wait to fill a batch of a downstream service, seconds (the worker takes what has been fetched)."
+    )
     state_ttl_s: float = setting(
         0.0,
         "Evict a user's row (tombstone in the changelog, caches dropped) once the latest event time in their "

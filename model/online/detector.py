@@ -94,7 +94,7 @@ class Moved:
 
 @dataclass
 class DetectorState:
-    """One user's detector state: bounded, JSON-serialisable with :meth:`to_row`."""
+    """One user's detector state: bounded (``top_m`` categories per distribution, ``evidence_events`` events)."""
 
     events: int = 0
     statistic: float = 0.0
@@ -104,16 +104,6 @@ class DetectorState:
     long: Distribution = field(default_factory=dict)
     previous: Distribution = field(default_factory=dict)
     recent: list[Moved] = field(default_factory=list)
-
-    def to_row(self) -> list[object]:
-        recent = [[*moved.event, moved.gains] for moved in self.recent]
-        return [self.events, self.statistic, self.armed, self.since_alarm, self.short, self.long, self.previous, recent]
-
-    @classmethod
-    def from_row(cls, row: list) -> DetectorState:
-        events, statistic, armed, since_alarm, short, long, previous, recent = row
-        moved = [Moved(StoredEvent(*r[:5]), r[5]) for r in recent]
-        return cls(events, statistic, armed, since_alarm, short, long, previous, moved)
 
 
 @dataclass(frozen=True, slots=True)

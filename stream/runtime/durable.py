@@ -15,17 +15,28 @@ import asyncio
 import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import faust
 import faust.streams
-from faust.types import EventT
+from faust.types import EventT, Message
+
+
+class _CurrentMessage:
+    """What Faust's table stores read of the current event: its message."""
+
+    __slots__ = ("__weakref__", "message")
+
+    def __init__(self, message: Message):
+        self.message = message
 
 
 @contextmanager
-def current_event(event: EventT) -> Iterator[None]:
-    """Make ``event`` Faust's current event: a table store takes a key's partition from it."""
-    token = faust.streams._current_event.set(weakref.ref(event))
+def in_partition_of(message: Message) -> Iterator[None]:
+    """Within the block, a table store takes a key's partition from ``message`` (Faust reads
+    it from the current event, which an agent reading in bulk has none of)."""
+    current = _CurrentMessage(message)
+    token = faust.streams._current_event.set(cast(Any, weakref.ref(current)))
     try:
         yield
     finally:
@@ -41,15 +52,15 @@ def transactional_id(app: faust.App, source_topic: str, partition: int) -> str |
     return f"{app.conf.id}-{app.assignor.group_for_topic(source_topic)}-{partition}"
 
 
-async def write_rows(app: faust.App, table: faust.Table, rows: Iterable[tuple[EventT, Any, Any]]) -> None:
-    """Write ``(event, key, value)`` rows (``None`` deletes) to the store and the changelog, in
-    the partition of the event that caused them (tables are co-partitioned with their input),
-    and wait until Kafka has every changelog message."""
+async def write_rows(app: faust.App, table: faust.Table, rows: Iterable[tuple[Message, Any, Any]]) -> None:
+    """Write ``(message, key, value)`` rows (``None`` deletes) to the store and the changelog, in
+    the partition of the input message that caused them (tables are co-partitioned with their
+    input), and wait until Kafka has every changelog message."""
     changelog = table.changelog_topic.get_topic_name()
     serializers = app.serializers
     sent = []
-    for event, key, value in rows:
-        with current_event(event):
+    for message, key, value in rows:
+        with in_partition_of(message):
             if value is None:
                 table.data.pop(key, None)
             else:
@@ -60,8 +71,8 @@ async def write_rows(app: faust.App, table: faust.Table, rows: Iterable[tuple[Ev
             if value is None
             else serializers.dumps_value(table.value_type, value, serializer=table.value_serializer)
         )
-        partition = event.message.partition
-        transaction = transactional_id(app, event.message.topic, partition)
+        partition = message.partition
+        transaction = transactional_id(app, message.topic, partition)
         sent.append(
             await app.producer.send(changelog, raw_key, raw_value, partition, None, None, transactional_id=transaction)
         )
@@ -120,7 +131,7 @@ class PendingRows:
         pending = self._rows.get((table.name, key))
         if pending is not None:
             return pending[2]
-        with current_event(event):
+        with in_partition_of(event.message):
             return table.get(key)
 
     def set(self, table: faust.Table, event: EventT, key: Any, value: Any) -> None:
@@ -128,10 +139,10 @@ class PendingRows:
         self._rows[(table.name, key)] = (table, event, value)
 
     async def write(self, app: faust.App) -> None:
-        by_table: dict[str, list[tuple[EventT, Any, Any]]] = {}
+        by_table: dict[str, list[tuple[Message, Any, Any]]] = {}
         tables = {}
         for (name, key), (table, event, value) in self._rows.items():
             tables[name] = table
-            by_table.setdefault(name, []).append((event, key, value))
+            by_table.setdefault(name, []).append((event.message, key, value))
         await asyncio.gather(*(write_rows(app, tables[name], rows) for name, rows in by_table.items()))
         self._rows.clear()

@@ -38,6 +38,12 @@ class WorkerMetrics:
             "Input messages by outcome: accepted, duplicate (event id seen), redelivered (offset seen), invalid, late",
             ("outcome",),
         )
+        self.input_messages = counter(
+            "shiftwatch_input_messages_total",
+            "Input messages taken, by topic, counted per batch (read in bulk, the input passes no per-message "
+            "Faust sensor)",
+            ("topic",),
+        )
         self.dead_letters = counter("shiftwatch_dead_letters_total", "Refused input messages by reason", ("reason",))
         self.updates = counter("shiftwatch_updates_published_total", "Interest updates published")
         self.shifts = counter("shiftwatch_shifts_published_total", "Interest shifts published")

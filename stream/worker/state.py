@@ -1,4 +1,4 @@
-"""A user's durable state, the value of the worker's table: small, JSON, rebuildable-from.
+"""A user's durable state, the value of the worker's table (its bytes: :mod:`stream.worker.rows`).
 
 It keeps the raw fields of the user's last ``keep`` events (the model's receptive field),
 so a cache can be rebuilt exactly and a new checkpoint can re-tokenise them; the total
@@ -24,7 +24,6 @@ survives a vocabulary change.
 from __future__ import annotations
 
 import bisect
-import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal, TypedDict
@@ -111,32 +110,6 @@ class UserState:
             self.before_ts = self.events[dropped - 1].ts
             del self.events[:dropped]
         return outcome
-
-    def to_json(self) -> bytes:
-        """Compact JSON: events as arrays in :class:`StoredEvent` field order."""
-        row = {name: getattr(self, name) for name in _PLAIN_FIELDS}
-        row["events"] = self.events
-        row["detector"] = self.detector.to_row()
-        return json.dumps(row, separators=(",", ":")).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> UserState:
-        row = json.loads(raw)
-        detector_row = row.pop("detector", None)  # absent in rows written before shift detection
-        detector = DetectorState() if detector_row is None else DetectorState.from_row(detector_row)
-        return cls(events=[StoredEvent._make(e) for e in row.pop("events")], detector=detector, **row)
-
-
-_PLAIN_FIELDS = (  # serialised as they are
-    "length",
-    "before_ts",
-    "duplicates",
-    "late",
-    "reordered",
-    "source_partition",
-    "source_offset",
-    "shifts",
-)
 
 
 class StateCache:

@@ -45,6 +45,7 @@ from stream.settings import Settings
 from stream.worker.hotswap import Loaded
 from stream.worker.live import ShiftFeed
 from stream.worker.privacy import Pseudonymiser
+from stream.worker.rows import decode_row
 from stream.worker.state import UserState
 
 DASHBOARD = Path(__file__).with_name("dashboard.html")
@@ -94,7 +95,7 @@ def add_views(
                     stored, row = user_id.encode(), users.get(user_id.encode())
                 if not row:
                     return web.json(NOT_FOUND, status=404)
-                return await answer(web, stored.decode(), UserState.from_json(row))
+                return await answer(web, stored.decode(), decode_row(row))
 
             return answer
 

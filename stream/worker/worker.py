@@ -1,12 +1,14 @@
 """The stream worker: input topic -> user table -> incremental engine -> interest updates and shifts.
 
 :class:`Worker` is thin glue around :class:`stream.worker.pipeline.InterestPipeline`. Its
-agent takes the input in micro-batches and, for each batch: admits every message into its
+agent takes the input a fetch at a time (:mod:`stream.runtime.bulk`: whatever the consumer
+has fetched, up to ``batch_size`` messages, with no per-message Faust stream) and, for each
+batch: admits every message into its
 user's state (in memory), scores the admitted events with one engine step and their users'
 shift detectors in a worker thread (so the event loop keeps heartbeating), publishes the
 updates, shifts and dead letters and waits until Kafka has them, then writes each changed
 user's table row (the detector's state included) and waits for its changelog message. Only
-then does Faust acknowledge the batch's offsets. So a committed offset never runs ahead of
+then does the agent acknowledge the batch's offsets. So a committed offset never runs ahead of
 the changelog: after a crash, an event is either in the recovered row (its update and shift
 were published; its redelivery is recognised by offset) or it is redelivered and processed
 as new.
@@ -28,6 +30,7 @@ are committed).
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import shutil
@@ -36,13 +39,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
-from faust.types import EventT
+from faust.types import Message
 
 from model.data.vocab import OOV_ID
 from model.net.checkpoint import load_checkpoint
 from model.online.detector import load_detector
-from stream.runtime.app import batches, new_app, new_user_table
-from stream.runtime.durable import current_event, delete_rows, schedule_segment_rolls, transactional_id, write_rows
+from stream.runtime.app import new_app, new_user_table
+from stream.runtime.bulk import acknowledge, bulk_channel, fetched_batches, route_in_bulk
+from stream.runtime.durable import delete_rows, in_partition_of, schedule_segment_rolls, transactional_id, write_rows
 from stream.runtime.recovery import between_batches
 from stream.settings import Settings
 from stream.worker.guard import BatchGuard
@@ -50,6 +54,7 @@ from stream.worker.hotswap import CheckpointWatcher, Loaded
 from stream.worker.live import ShiftFeed
 from stream.worker.metrics import WorkerMetrics
 from stream.worker.pipeline import Admitted, Ignored, InterestPipeline, Refused, serving_scorer
+from stream.worker.rows import decode_row, encode_row
 from stream.worker.state import StateCache, UserState
 from stream.worker.ttl import ActivityIndex
 from stream.worker.tuning import tune_for_scoring
@@ -114,7 +119,9 @@ class Worker:
             value_serializer="raw",
             partitions=settings.partitions,
         )
-        self.users = new_user_table(self.app, "users", settings, "user state rows (JSON)")
+        self.fetched = bulk_channel(self.app)  # the input, a fetch at a time (stream/runtime/bulk.py)
+        route_in_bulk(self.app, self.fetched, [self.input])
+        self.users = new_user_table(self.app, "users", settings, "user state rows (stream/worker/rows.py)")
         # The table stays the truth; any rebalance may move users away and back, so the cache of
         # deserialised rows is dropped on every one.
         self.states = StateCache(settings.state_cache_users)
@@ -136,11 +143,14 @@ class Worker:
             if self.activity is not None:
                 self.activity.clear()
 
-        @app.agent(self.input)
+        @app.agent(self.fetched)
         async def interest(stream: faust.StreamT) -> None:
-            async for batch in batches(stream, settings):
+            async for batch in fetched_batches(app, stream, settings.batch_size):
                 async with between_batches(app):  # no commit mid-batch (stream/runtime/recovery.py)
                     await self.guard.run(functools.partial(self.handle, batch), reset=self._reset_after(batch))
+                    acknowledge(app, batch)
+                for topic, count in collections.Counter(m.topic for m in batch).items():
+                    self.metrics.input_messages.labels(topic).inc(count)
 
         if settings.checkpoint_poll_s > 0:
             app.timer(interval=settings.checkpoint_poll_s, name="look_for_a_new_model")(self.look_for_a_new_model)
@@ -169,29 +179,29 @@ class Worker:
 
     # -- a batch ----------------------------------------------------------------------
 
-    async def handle(self, batch: Sequence[EventT]) -> None:
+    async def handle(self, batch: Sequence[Message]) -> None:
         """A batch in the order it came, forget requests between the events around them."""
         start = 0
-        for i, event in enumerate(batch):
-            if event.message.topic == FORGET.name:
+        for i, message in enumerate(batch):
+            if message.topic == FORGET.name:
                 if start < i:
                     await self.process(batch[start:i])
-                await self.erase(event)
+                await self.erase(message)
                 start = i + 1
         if start < len(batch):
             await self.process(batch[start:])
 
-    async def process(self, batch: Sequence[EventT]) -> None:
+    async def process(self, batch: Sequence[Message]) -> None:
         now_ms = int(time.time() * 1000)
         metrics = self.metrics
         admitted: list[Admitted] = []
         ingested: list[float] = []  # each admitted event's arrival in Kafka (record timestamp, seconds)
         letters: list[DeadLetter] = []
-        changed: dict[bytes, tuple[EventT, UserState]] = {}
-        for event in batch:  # no await in this loop: a rebalance may not clear the states mid-batch
-            message = event.message
+        changed: dict[bytes, tuple[Message, UserState]] = {}
+        outcomes: collections.Counter[str] = collections.Counter()
+        for message in batch:  # no await in this loop: a rebalance may not clear the states mid-batch
             try:
-                row, outcome = self._admit(event, now_ms)
+                row, outcome = self._admit(message, now_ms)
             except Exception as error:  # noqa: BLE001 - a bug on one message must not cost the batch
                 log.error(
                     "Admitting %s[%d]@%d raised %s",
@@ -206,16 +216,18 @@ class Worker:
             if isinstance(outcome, Refused):
                 reason = outcome.dead_letter.reason
                 letters.append(outcome.dead_letter)
-                metrics.events.labels("late" if reason == "late" else "invalid").inc()
+                outcomes["late" if reason == "late" else "invalid"] += 1
                 metrics.dead_letters.labels(reason).inc()
             elif isinstance(outcome, Ignored):
-                metrics.events.labels(outcome.why).inc()
+                outcomes[outcome.why] += 1
             else:
-                metrics.events.labels("accepted").inc()
+                outcomes["accepted"] += 1
                 admitted.append(outcome)
                 ingested.append(message.timestamp)
             if row is not None:
-                changed[row[0]] = (event, row[1])
+                changed[row[0]] = (message, row[1])
+        for outcome_name, count in outcomes.items():
+            metrics.events.labels(outcome_name).inc(count)
         deliveries = [
             await self.send(INVALID.name, letter.user_id, letter.dumps(), letter.source_partition) for letter in letters
         ]
@@ -245,31 +257,30 @@ class Worker:
             metrics.event_to_publish.observe(max(0.0, published - a.ts / 1000))
             metrics.ingest_to_publish.observe(max(0.0, published - arrived))
         await write_rows(
-            self.app, self.users, [(event, key, state.to_json()) for key, (event, state) in changed.items()]
+            self.app, self.users, [(message, key, encode_row(state)) for key, (message, state) in changed.items()]
         )
         if self.activity is not None:
-            for key, (event, state) in changed.items():
+            for key, (message, state) in changed.items():
                 if state.last_ts is not None:
-                    self.activity.touch(key, event.message.partition, state.last_ts)
+                    self.activity.touch(key, message.partition, state.last_ts)
 
-    def _admit(self, event: EventT, now_ms: int) -> tuple[tuple[bytes, UserState] | None, Outcome]:
+    def _admit(self, message: Message, now_ms: int) -> tuple[tuple[bytes, UserState] | None, Outcome]:
         """One message's outcome, and its user's row (key and state) once it is valid."""
-        message = event.message
         raw = message.value or b""
         key = message.key if isinstance(message.key, bytes) else None
         checked = self.pipeline.check(raw, key, message.partition, message.offset, now_ms)
         if isinstance(checked, Refused):
             return None, checked
         row_key = checked.user_id.encode()  # the user id as stored (pseudonymised when that is on)
-        state = self._load(event, row_key)
+        state = self._load(message, row_key)
         return (row_key, state), self.pipeline.accept(checked, raw, state, message.partition, message.offset)
 
-    def _load(self, event: EventT, key: bytes) -> UserState:
+    def _load(self, message: Message, key: bytes) -> UserState:
         state = self.states.get(key)
         if state is None:
-            with current_event(event):
+            with in_partition_of(message):
                 row = self.users.get(key)
-            state = UserState.from_json(row) if row else UserState.empty()
+            state = decode_row(row) if row else UserState.empty()
             self.states.put(key, state)
         return state
 
@@ -279,24 +290,23 @@ class Worker:
         transaction = transactional_id(self.app, EVENTS.name, source_partition)
         return await self.app.producer.send(topic, key, value, None, None, None, transactional_id=transaction)
 
-    def _reset_after(self, batch: Sequence[EventT]) -> Callable[[], None]:
+    def _reset_after(self, batch: Sequence[Message]) -> Callable[[], None]:
         """What a failed attempt leaves in memory goes; the rows it did not write are as they were."""
 
         def reset() -> None:
             self.states.clear()
-            for event in batch:
-                if isinstance(event.message.key, bytes):
-                    self.pipeline.forget(self.pipeline.row_key(event.message.key).decode(errors="replace"))
+            for message in batch:
+                if isinstance(message.key, bytes):
+                    self.pipeline.forget(self.pipeline.row_key(message.key).decode(errors="replace"))
 
         return reset
 
     # -- erasure, expiry, hot swap ----------------------------------------------------
 
-    async def erase(self, event: EventT) -> None:
+    async def erase(self, message: Message) -> None:
         """A forget request: the user's row, cached state and engine cache go, and tombstones
         replace their last update on the compacted ``interest.updates`` and mark the end of
         their shifts on ``interest.shifts`` (downstream services drop their state on it)."""
-        message = event.message
         key = self.pipeline.forget_key(message.key if isinstance(message.key, bytes) else None)
         if key is None:
             letter = DeadLetter.of(
@@ -318,7 +328,7 @@ class Worker:
             await self.send(UPDATES.name, user, None, message.partition),
             await self.send(SHIFTS.name, user, None, message.partition),
         )
-        await write_rows(self.app, self.users, [(event, key, None)])
+        await write_rows(self.app, self.users, [(message, key, None)])
         self.processed[(message.topic, message.partition)] = message.offset
         self.metrics.forgotten.inc()
 
@@ -346,7 +356,7 @@ class Worker:
         active = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == EVENTS.name}
         found = {}
         for key, row in self.users.data.items():
-            state = UserState.from_json(row)
+            state = decode_row(row)
             if state.source_partition in active and state.last_ts is not None:
                 found[key] = (state.source_partition, state.last_ts)
         return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.error
@@ -11,6 +12,8 @@ from dataclasses import dataclass, replace
 import msgspec
 import numpy as np
 import torch
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 
 from model.data.loaders import EventLog, UserSequence, load_event_log
@@ -22,6 +25,7 @@ from model.net.config import ModelConfig
 from model.net.transformer import InterestTransformer
 from model.online.detector import DetectorSettings, ShiftDetector
 from model.shift_eval.benchmark import dominant, splice
+from stream.ops.admin import partition_counts
 from stream.ops.replay import messages
 from stream.settings import Settings
 from stream.worker.pipeline import Admitted, InterestPipeline, Refused
@@ -223,3 +227,32 @@ def wait_ready(port: int, timeout: float = 120.0) -> None:
             pass
         time.sleep(0.5)
     raise AssertionError("the worker never became ready")
+
+
+def wait_committed_to_end(bootstrap: str, group: str, topic: str, timeout: float = 30.0) -> dict[int, int]:
+    """Wait until ``group`` has committed every partition of ``topic`` up to its end; the offsets."""
+
+    async def offsets() -> tuple[dict[int, int], dict[int, int]]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        await admin.start()
+        await consumer.start()
+        try:
+            committed = await admin.list_consumer_group_offsets(group)
+            partitions = [TopicPartition(topic, p) for p in range((await partition_counts(admin))[topic])]
+            ends = await consumer.end_offsets(partitions)
+            return (
+                {tp.partition: meta.offset for tp, meta in committed.items() if tp.topic == topic},
+                {tp.partition: end for tp, end in ends.items()},
+            )
+        finally:
+            await consumer.stop()
+            await admin.close()
+
+    deadline = time.monotonic() + timeout
+    while True:
+        committed, ends = asyncio.run(offsets())
+        if committed == ends or time.monotonic() > deadline:
+            assert committed == ends, f"committed {committed}, the partitions end at {ends}"
+            return committed
+        time.sleep(0.5)

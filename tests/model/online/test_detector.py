@@ -102,22 +102,6 @@ def test_hysteresis_waits_for_calm_before_the_next_alarm() -> None:
     assert [s.events_seen for s in without] == list(range(33, 90, 5))
 
 
-def test_state_round_trips_through_json_mid_stream() -> None:
-    categories = ["a"] * 20 + ["b"] * 20
-    detector = ShiftDetector(SETTINGS)
-    whole = feed(detector, categories)
-    state = DetectorState()
-    restored = []
-    for i, category in enumerate(categories):
-        state = DetectorState.from_row(json.loads(json.dumps(state.to_row())))
-        shift = detector.update(
-            state, {category: 0.8, "x": 0.05, "y": 0.05}, StoredEvent(f"e{i}", f"item{i}", category, "view", 1000 * i)
-        )
-        restored += [shift] if shift else []
-    assert restored == whole
-    assert len(state.recent) == SETTINGS.evidence_events
-
-
 def test_calibration_is_monotone_and_used_for_confidence(tmp_path) -> None:
     rng = np.random.default_rng(0)
     scores = rng.random(400)

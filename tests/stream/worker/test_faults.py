@@ -343,5 +343,5 @@ def test_a_message_whose_admission_raises_is_dead_lettered_and_its_batch_goes_on
     victims = len(stream) - len(others)
     letters = [json.loads(r.value) for r in consume(kafka_bootstrap, INVALID.name, victims, worker=worker)]
     assert len(letters) == victims and {letter["reason"] for letter in letters} == {"internal_error"}
-    assert letters[0]["detail"].startswith("JSONDecodeError")
+    assert letters[0]["detail"].startswith("RowFormatError")
     assert worker.pid == pid and not worker.exited() and "Traceback" not in worker.tail(10**7)

@@ -15,6 +15,7 @@ from model.online.scorer import InterestScorer, recent_interest_along
 from model.shift_eval.benchmark import Track
 from stream.settings import Settings
 from stream.worker.pipeline import Admitted, Ignored, InterestPipeline, Refused, shift_id
+from stream.worker.rows import decode_row, encode_row
 from stream.worker.state import UserState
 from tests.stream.helpers import (
     NOW_MS,
@@ -185,7 +186,7 @@ def test_shifts_survive_batching_and_a_restart_of_the_rows(log, checkpoint, batc
     half = len(stream) // 2
     _, _, states, first = run_pipeline(pipeline, stream[:half], batch_size)
     restarted = InterestPipeline(checkpoint, Settings(), detector)
-    rows = {key: UserState.from_json(state.to_json()) for key, state in states.items()}
+    rows = {key: decode_row(encode_row(state)) for key, state in states.items()}
     _, _, _, second = run_pipeline(restarted, stream[half:], batch_size, states=rows, first_offset=half)
     assert reference, "the sample should hold shifts"
     assert [s["shift_id"] for s in first + second] == [s["shift_id"] for s in reference]

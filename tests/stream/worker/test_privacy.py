@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 
@@ -15,6 +16,7 @@ from stream.runtime.durable import ROLL_KEY
 from stream.settings import Settings
 from stream.worker.pipeline import InterestPipeline
 from stream.worker.privacy import Pseudonymiser
+from stream.worker.rows import decode_row, encode_row
 from tests.stream.conftest import consume, produce, read_all
 from tests.stream.helpers import NOW_MS, PARTITIONS, event_value, raw_messages, run_pipeline, spliced_history
 from tests.stream.worker.test_worker import get_json, scrape
@@ -30,7 +32,9 @@ def test_pseudonymised_outputs_and_rows_hold_no_raw_ids(stream_log, stream_check
     hidden = run_pipeline(InterestPipeline(checkpoint, Settings(pseudonym_key=SECRET)), stream, batch_size=64)
     raw_users = {key.decode() for key, _ in stream}
     published = json.dumps([*hidden[0], *hidden[3]])
-    rows = " ".join(state.to_json().decode() for state in hidden[2].values())
+    rows = json.dumps(
+        [dataclasses.asdict(decode_row(encode_row(state))) for state in hidden[2].values()]
+    )  # all a row holds
     for user in raw_users:
         assert f'"{user}"' not in published and f'"{user}:' not in published, (
             user

@@ -30,6 +30,7 @@ from tests.stream.helpers import (
     same_update,
     spliced_history,
     taobao_users,
+    wait_committed_to_end,
     wait_ready,
 )
 from topics.specs import EVENTS, INVALID, SHIFTS, UPDATES
@@ -141,7 +142,11 @@ def test_replayed_events_give_one_exact_update_each_and_bad_ones_go_to_dead_lett
     assert metrics[("shiftwatch_active_users", ())] == len(stream_log.users)
     assert metrics[("shiftwatch_table_rows", ())] == len(stream_log.users)  # first counted at this scrape
     assert sum(v for (name, _), v in metrics.items() if name == "shiftwatch_consumer_lag") == 0
-    assert metrics[("faust_messages_received_total", ())] >= len(mixed)  # Faust's own sensor, same registry
+    assert metrics[("shiftwatch_input_messages_total", (("topic", EVENTS.name),))] >= len(mixed)  # read in bulk
+    assert sum(wait_committed_to_end(kafka_bootstrap, worker.env["SHIFTWATCH_APP_ID"], EVENTS.name).values()) == len(
+        mixed
+    )
+    assert any(name.startswith("faust_") for name, _ in metrics), "Faust's own sensor, same registry"
     status, ready = get_json(worker.web_port, "/readyz")
     assert status == 200 and ready["ready"] is True and ready["model_version"] == checkpoint.model_version
     assert ready["detector_calibrated"] == "no" and "uncalibrated" in ready["warnings"][0]  # said loudly
