@@ -58,6 +58,7 @@ bench-scoring: install
 	$(BIN)/python -m bench.scoring --checkpoint checkpoints/taobao --json bench/results/scoring.json \
 		--baseline bench/results/scoring_baseline.json --profile bench/results/scoring_profile.md
 
+# One worker end to end (not in CI, about 40 minutes): its peers, max sustainable rate and open-loop latency.
 bench-e2e: install
 	test -f checkpoints/taobao/checkpoint.json || $(MAKE) eval-taobao
 	$(BIN)/python -m bench.e2e --checkpoint checkpoints/taobao --json bench/results/e2e.json

@@ -83,6 +83,35 @@ async def create_topics(
         await admin.close()
 
 
+async def recreate_topics(bootstrap: str, erasure_deadline_s: float, partitions: int) -> None:
+    """Delete ShiftWatch's topics and create them afresh, empty, with ``partitions`` each (for
+    the test suite and the benchmarks; never on a cluster whose data matters).
+
+    Kafka deletes a topic asynchronously: for a moment the broker may still describe it, or
+    refuse to create it again, so this waits until every topic exists with the count asked for."""
+    names = {s.name for s in ALL_TOPICS}
+    await wait_until_ready(bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        doomed = names & set(await partition_counts(admin))
+        if doomed:
+            await admin.delete_topics(sorted(doomed))
+        for _ in range(100):
+            if not doomed & set(await partition_counts(admin)):
+                break
+            await asyncio.sleep(0.1)
+        for _ in range(20):
+            await create_topics(bootstrap, erasure_deadline_s, partitions)  # may race the deletion
+            counts = await partition_counts(admin)
+            if all(counts.get(name) == partitions for name in names):
+                return
+            await asyncio.sleep(0.5)
+        raise RuntimeError(f"the topics did not come back with {partitions} partitions each: {counts}")
+    finally:
+        await admin.close()
+
+
 async def partition_counts(admin: AIOKafkaAdminClient) -> dict[str, int]:
     """The number of partitions of every topic (a metadata request for all topics: one naming
     a topic that does not exist would have the broker create it)."""

@@ -67,7 +67,10 @@ async def fetched_batches(app: faust.App, stream: StreamT, max_messages: int) ->
     held: list[Message] = []
     while True:
         if not held:
-            held = list(await queue.get())
+            try:
+                held = list(await queue.get())
+            except StopAsyncIteration:  # the channel's queue is closed: the worker is stopping
+                return
         while len(held) < max_messages and not queue.empty():
             held.extend(queue.get_nowait())
         generation = app.consumer_generation_id

@@ -17,7 +17,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from model.net.checkpoint import save_checkpoint
 from model.online.detector import ShiftDetector, save_detector
-from stream.ops.admin import create_topics, partition_counts, wait_until_ready
+from stream.ops.admin import recreate_topics as recreate_empty_topics
+from stream.ops.admin import wait_until_ready
 from stream.ops.broker import EmbeddedBroker
 from stream.ops.process import WorkerProcess
 from stream.settings import Settings
@@ -30,7 +31,7 @@ from tests.stream.helpers import (
     taobao_users,
 )
 from topics.schema import validator
-from topics.specs import ALL_TOPICS, EVENTS, OUTPUT_TOPICS, UPDATES
+from topics.specs import EVENTS, OUTPUT_TOPICS, UPDATES
 
 
 @pytest.fixture(scope="session")
@@ -55,34 +56,8 @@ def kafka_bootstrap(kafka_broker: EmbeddedBroker | None) -> str:
 
 
 def recreate_topics(bootstrap: str, partitions: int = PARTITIONS) -> None:
-    """Delete ShiftWatch's topics and create them afresh, empty, with ``partitions`` each.
-
-    Kafka deletes a topic asynchronously: for a moment the broker may still describe it, or
-    refuse to create it again, so this waits until every topic exists with the count asked for."""
-    names = {s.name for s in ALL_TOPICS}
-
-    async def recreate() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            doomed = names & set(await partition_counts(admin))
-            if doomed:
-                await admin.delete_topics(sorted(doomed))
-            for _ in range(100):
-                if not doomed & set(await partition_counts(admin)):
-                    break
-                await asyncio.sleep(0.1)
-            for _ in range(20):
-                await create_topics(bootstrap, Settings().erasure_deadline_s, partitions)  # may race the deletion
-                counts = await partition_counts(admin)
-                if all(counts.get(name) == partitions for name in names):
-                    return
-                await asyncio.sleep(0.5)
-            raise AssertionError(f"the topics did not come back with {partitions} partitions each: {counts}")
-        finally:
-            await admin.close()
-
-    asyncio.run(recreate())
+    """Empty ShiftWatch topics with ``partitions`` each (:func:`stream.ops.admin.recreate_topics`)."""
+    asyncio.run(recreate_empty_topics(bootstrap, Settings().erasure_deadline_s, partitions))
 
 
 @pytest.fixture
