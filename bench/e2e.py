@@ -55,6 +55,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.scoring import HEAD, TIMESLICE
+from bench.soak import DAY_MS
 from model.data.loaders import EventLog, load_event_log
 from stream.ops.admin import partition_counts, recreate_topics
 from stream.ops.broker import EmbeddedBroker
@@ -63,7 +64,6 @@ from stream.ops.replay import messages
 from stream.settings import Settings
 from topics.specs import EVENTS, INVALID, UPDATES
 
-DAY_MS = 24 * 3600 * 1000
 GUARANTEES = ("at_least_once", "exactly_once")
 
 TRIVIAL_AGENT = """
@@ -306,7 +306,7 @@ class Bench:
             processing_guarantee=self.guarantee,
         ).start()
         try:
-            starts = dict.fromkeys(asyncio.run(end_offsets(self.bootstrap, [UPDATES.name, INVALID.name])), 0)
+            starts = dict.fromkeys(asyncio.run(partitions_of(self.bootstrap, [UPDATES.name, INVALID.name])), 0)
             found, _ = asyncio.run(
                 answers(
                     self.bootstrap,
@@ -343,7 +343,8 @@ class Bench:
         return trials
 
     def _levels(self, worker: WorkerProcess, best: float | None) -> list[dict[str, Any]]:
-        rates = sorted({*self.config.offered_eps, *([round(best * self.config.half_of_max)] if best else [])})
+        half = round(best * self.config.half_of_max) if best else None
+        rates = sorted({*self.config.offered_eps, *([half] if half else [])})
         levels = []
         for rate in rates:
             entry: dict[str, Any] = {"guarantee": self.guarantee, "data": self.log.name, "offered_eps": rate}
@@ -354,7 +355,7 @@ class Bench:
                 print(
                     f"  level {self.log.name} {self.guarantee} {rate:,.0f}/s: p50 {entry['p50_ms']} p99 {entry['p99_ms']}"
                 )
-            entry["half_of_max"] = best is not None and rate == round(best * self.config.half_of_max)
+            entry["half_of_max"] = rate == half
             levels.append(entry)
         return levels
 
