@@ -40,8 +40,10 @@ def thread_role(name: str) -> str:
     """What a worker thread py-spy names does: asyncio's default executor may run several."""
     if name == "MainThread":
         return "event loop: Faust stream, admission, publishing, rows"
+    if name.startswith("shiftwatch-scoring"):
+        return "scoring thread: engine step, recent interest, detector, updates, rows encoded"
     if name.startswith("asyncio_"):
-        return "default executor: engine step, recent interest, updates, model watcher"
+        return "default executor: model watcher"
     return "other: Faust consumer thread"
 
 

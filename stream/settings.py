@@ -71,6 +71,11 @@ class Settings:
     batch_size: int = setting(
         512, "Most messages per batch: the worker's (what has been fetched, up to this) and the services'."
     )
+    batches_in_flight: int = setting(
+        4,
+        "Batches the worker has begun and not yet made durable: the next batch is admitted and scored while "
+        "earlier ones wait on Kafka (stream/runtime/inflight.py). Under `exactly_once` always 1.",
+    )
     batch_within_s: float = setting(
         0.05, "Longest wait to fill a batch of a downstream service, seconds (the worker takes what has been fetched)."
     )
@@ -182,6 +187,8 @@ class Settings:
             raise ValueError(f"SHIFTWATCH_CACHE_DTYPE={self.cache_dtype!r}: must be one of {', '.join(CACHE_DTYPES)}")
         if self.partitions < 1:
             raise ValueError(f"SHIFTWATCH_PARTITIONS={self.partitions}: must be 1 or more")
+        if self.batches_in_flight < 1:
+            raise ValueError(f"SHIFTWATCH_BATCHES_IN_FLIGHT={self.batches_in_flight}: must be 1 or more")
         if self.torch_threads < 0:
             raise ValueError(f"SHIFTWATCH_TORCH_THREADS={self.torch_threads}: must be 0 (automatic) or more")
         if self.erasure_deadline_s < 4:  # a quarter of it is a segment's lifetime: at least a second

@@ -1,11 +1,11 @@
 """A batch that fails as a whole is retried, then the process stops: never acknowledged half done.
 
-Faust acknowledges a batch of ``take_events`` when the agent leaves it, by an exception too:
-a batch whose scoring, publishing or row writes raised would have its offsets committed
-without its outputs. :class:`BatchGuard` runs a batch's work, retries it after a failure
-(the caller first drops what the attempt left in memory), and when the attempts are spent
-logs the failure and ends the process at once, without Faust's shutdown (which commits).
-The batch is then read again by whichever worker takes its partitions.
+A batch whose scoring, publishing or row writes raised must not have its offsets committed
+without its outputs, nor stay unacknowledged for ever (its partitions' commits would stop
+there). :class:`BatchGuard` runs a batch's work, retries it after a failure (the caller
+first drops what the attempt left in memory), and when the attempts are spent logs the
+failure and ends the process at once, without Faust's shutdown (which commits). The batch
+is then read again by whichever worker takes its partitions.
 
 >>> import asyncio
 >>> stopped = []
@@ -48,26 +48,31 @@ class BatchGuard:
             raise ValueError("a batch needs at least one attempt")
         self.attempts, self.backoff_s, self.stop = attempts, backoff_s, stop
 
-    async def run(self, work: Callable[[], Awaitable[None]], reset: Callable[[], None]) -> bool:
-        """Run ``work`` until it succeeds; ``reset()`` before each retry. ``False`` once stopped."""
-        for attempt in range(1, self.attempts + 1):
-            try:
-                await work()
-                return True
-            except Exception as error:
-                reset()
-                if attempt == self.attempts:
-                    log.critical(
-                        "A batch failed %d time(s) (%s); stopping the worker so that its offsets are not "
-                        "committed without its outputs. It is read again on restart.",
-                        attempt,
-                        type(error).__name__,
-                        exc_info=error,
-                    )
-                    self.stop(EXIT_CODE)
-                    return False
-                log.error(
-                    "A batch failed (%s, attempt %d of %d); retrying", type(error).__name__, attempt, self.attempts
+    async def run(
+        self, work: Callable[[], Awaitable[None]], reset: Callable[[], None], failure: Exception | None = None
+    ) -> bool:
+        """Run ``work`` until it succeeds, ``reset()`` after each failure. ``False`` once stopped.
+        ``failure``: the error of a first attempt made elsewhere, which counts as one."""
+        attempt = 0
+        while True:
+            if failure is None:
+                try:
+                    await work()
+                    return True
+                except Exception as error:  # noqa: BLE001 - any failure of the batch is handled alike
+                    failure = error
+            attempt += 1
+            reset()
+            if attempt >= self.attempts:
+                log.critical(
+                    "A batch failed %d time(s) (%s); stopping the worker so that its offsets are not "
+                    "committed without its outputs. It is read again on restart.",
+                    attempt,
+                    type(failure).__name__,
+                    exc_info=failure,
                 )
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
-        return False
+                self.stop(EXIT_CODE)
+                return False
+            log.error("A batch failed (%s, attempt %d of %d); retrying", type(failure).__name__, attempt, self.attempts)
+            await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+            failure = None

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import bisect
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, TypedDict
 
 from model.data.events import StoredEvent
@@ -64,6 +64,13 @@ class UserState:
     @classmethod
     def empty(cls) -> UserState:
         return cls()
+
+    def as_admitted(self) -> UserState:
+        """The row as admission leaves it now, to be encoded once its batch is scored: its own
+        list of kept events (the next batch's admission changes the live one), the detector
+        state and shifts shared (only scoring changes them, one batch after the other, so
+        between a batch's scoring and the next they hold what that batch left)."""
+        return replace(self, events=list(self.events))
 
     @property
     def last_ts(self) -> int | None:
