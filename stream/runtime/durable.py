@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -56,6 +56,14 @@ async def write_rows(app: faust.App, table: faust.Table, rows: Iterable[tuple[Me
     """Write ``(message, key, value)`` rows (``None`` deletes) to the store and the changelog, in
     the partition of the input message that caused them (tables are co-partitioned with their
     input), and wait until Kafka has every changelog message."""
+    await rows_written(table, await send_rows(app, table, rows))
+
+
+async def send_rows(
+    app: faust.App, table: faust.Table, rows: Iterable[tuple[Message, Any, Any]]
+) -> list[Awaitable[Any]]:
+    """:func:`write_rows` up to handing the changelog messages to the producer, which keeps their
+    order within a partition; their delivery futures, for :func:`rows_written`."""
     changelog = table.changelog_topic.get_topic_name()
     serializers = app.serializers
     sent = []
@@ -76,6 +84,11 @@ async def write_rows(app: faust.App, table: faust.Table, rows: Iterable[tuple[Me
         sent.append(
             await app.producer.send(changelog, raw_key, raw_value, partition, None, None, transactional_id=transaction)
         )
+    return sent
+
+
+async def rows_written(table: faust.Table, sent: Iterable[Awaitable[Any]]) -> None:
+    """Wait until Kafka has the changelog messages :func:`send_rows` sent."""
     for written in await asyncio.gather(*sent):  # where a restart with this store resumes reading the changelog
         table.data.set_persisted_offset(written.topic_partition, written.offset)
 

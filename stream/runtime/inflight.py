@@ -9,14 +9,16 @@ waits on Kafka, and keeps the order where it matters, by :class:`Turn`:
 
 * :meth:`Turn.publishing`: a batch publishes only after the batch before it has, so that one
   user's updates and shifts reach Kafka in the order of their events;
-* :meth:`Turn.writing`: a batch writes its rows only after the batch before it is durable, so
-  that no row lands before the outputs of the events it holds (a row holds every earlier
-  event of its user, including those of earlier batches).
+* :meth:`Turn.writing`: a batch writes its rows only after the batch before it has its outputs
+  acknowledged and its rows handed to the producer (:meth:`Turn.written`), so that no row
+  lands before the outputs of the events it holds (a row holds every earlier event of its
+  user, including those of earlier batches) and one user's rows reach the changelog in order.
 
-At most ``depth`` batches are in flight (:meth:`InFlight.room`). A batch whose work fails fails
-every later batch at its next ordered step (:class:`EarlierBatchFailed`), so nothing after a
-failure becomes durable; :meth:`InFlight.settle` waits for all of them and hands back the failed
-batches, in order, to be done again.
+At most ``depth`` batches are in flight (:meth:`InFlight.room`). A batch that fails before one
+of its ordered steps fails every later batch at that step (:class:`EarlierBatchFailed`), so
+nothing after a failure publishes or writes a row on top of it; :meth:`InFlight.settle` waits
+for all of them and raises :class:`FlightFailed` with the failed batches' items, in order, to
+be done again.
 
 >>> import functools
 >>> async def three_batches() -> list[str]:
@@ -27,13 +29,13 @@ batches, in order, to be done again.
 ...         done.append(f"{name} published")
 ...         turn.published()
 ...         await turn.writing()
-...         done.append(f"{name} durable")
+...         done.append(f"{name} written")
 ...     for name, scoring_s in (("a", 0.03), ("b", 0.01), ("c", 0.0)):
 ...         flight.start([name], functools.partial(work, name=name, scoring_s=scoring_s))
 ...     await flight.drained()
 ...     return done
 >>> asyncio.run(three_batches())
-['a published', 'a durable', 'b published', 'b durable', 'c published', 'c durable']
+['a published', 'a written', 'b published', 'b written', 'c published', 'c written']
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class EarlierBatchFailed(Exception):
 class _Batch:
     items: Sequence[Any]
     published: asyncio.Future[bool]  # True once published, False if the batch failed first
-    durable: asyncio.Future[bool]
+    written: asyncio.Future[bool]
     task: asyncio.Task[None] | None = None
     error: Exception | None = None
 
@@ -75,9 +77,15 @@ class Turn:
         if not self._batch.published.done():
             self._batch.published.set_result(True)
 
+    def written(self) -> None:
+        """This batch's outputs are acknowledged and its rows handed to the producer: the next
+        may write its rows."""
+        if not self._batch.written.done():
+            self._batch.written.set_result(True)
+
     async def writing(self) -> None:
-        """Wait until the batch before this one is durable."""
-        if self._previous is not None and not await self._previous.durable:
+        """Wait until the batch before this one is :meth:`written`."""
+        if self._previous is not None and not await self._previous.written:
             raise EarlierBatchFailed
 
 
@@ -99,6 +107,7 @@ class InFlight:
         self.depth = depth
         self.on_failure = on_failure
         self._batches: deque[_Batch] = deque()  # started and not yet done, or failed and not yet settled
+        self._last: _Batch | None = None  # the batch started last, done or not
 
     @property
     def failed(self) -> bool:
@@ -109,8 +118,9 @@ class InFlight:
         """Run ``work`` for the batch of ``items`` as a task, after the batches started before."""
         loop = asyncio.get_running_loop()
         batch = _Batch(items, loop.create_future(), loop.create_future())
-        turn = Turn(batch, self._batches[-1] if self._batches else None)
+        turn = Turn(batch, self._last)
         self._batches.append(batch)
+        self._last = batch
         batch.task = asyncio.create_task(self._run(batch, turn, work))
 
     async def _run(self, batch: _Batch, turn: Turn, work: Callable[[Turn], Awaitable[None]]) -> None:
@@ -119,7 +129,7 @@ class InFlight:
         except Exception as error:  # noqa: BLE001 - kept for settle(), which hands the batch back
             batch.error = error
         done = batch.error is None
-        for step in (batch.published, batch.durable):
+        for step in (batch.published, batch.written):
             if not step.done():
                 step.set_result(done)
         if done:
@@ -150,6 +160,7 @@ class InFlight:
         await self.drained()
         failed = [batch for batch in self._batches if batch.error is not None]
         self._batches.clear()
+        self._last = None
         if failed:
             causes = [batch.error for batch in failed if not isinstance(batch.error, EarlierBatchFailed)]
             error = causes[0] if causes else failed[0].error

@@ -8,9 +8,9 @@ to the flight (:mod:`stream.runtime.inflight`, up to ``batches_in_flight`` batch
 the scoring thread scores the admitted events with one engine step and their users' shift
 detectors, one batch after the other, and encodes the changed rows; then, once the batch
 before has published, the batch publishes its updates, shifts and dead letters and waits until
-Kafka has them; once the batch before is durable, it writes each changed user's table row (the
-detector's state included) and waits for its changelog message; only then are its offsets
-acknowledged. So the agent admits batch N+1 while batch N is scored or waits on Kafka, and a
+Kafka has them; once the batch before has done as much and handed its rows to the producer, it
+writes each changed user's table row (the detector's state included) and waits for its
+changelog message; only then are its offsets acknowledged. So the agent admits batch N+1 while batch N is scored or waits on Kafka, and a
 committed offset never runs ahead of the changelog: after a crash, an event is either in the
 recovered row (its update and shift were published, and those of every earlier event of the
 user; its redelivery is recognised by offset) or it is redelivered and processed as new. A
@@ -54,7 +54,15 @@ from model.net.checkpoint import load_checkpoint
 from model.online.detector import load_detector
 from stream.runtime.app import new_app, new_user_table
 from stream.runtime.bulk import acknowledge, bulk_channel, fetched_batches, route_in_bulk
-from stream.runtime.durable import delete_rows, in_partition_of, schedule_segment_rolls, transactional_id, write_rows
+from stream.runtime.durable import (
+    delete_rows,
+    in_partition_of,
+    rows_written,
+    schedule_segment_rolls,
+    send_rows,
+    transactional_id,
+    write_rows,
+)
 from stream.runtime.inflight import FlightFailed, InFlight, Turn
 from stream.runtime.recovery import between_batches
 from stream.settings import Settings
@@ -384,8 +392,8 @@ class Worker:
         ingested: Sequence[float],
     ) -> None:
         """The rest of a batch in flight: publish its updates and shifts once the batch before has
-        published, wait until Kafka has them, write its rows once the batch before is durable,
-        wait for their changelog messages, and only then acknowledge its offsets."""
+        published, wait until Kafka has them, write its rows once the batch before has written
+        its own, wait for their changelog messages, and only then acknowledge its offsets."""
         done = await asyncio.wrap_future(scoring)
         metrics = self.metrics
         admitted, shifts = done.admitted, done.scored.shifts
@@ -414,7 +422,9 @@ class Worker:
             metrics.event_to_publish.observe(max(0.0, published - a.ts / 1000))
             metrics.ingest_to_publish.observe(max(0.0, published - arrived))
         await turn.writing()
-        await write_rows(self.app, self.users, done.rows)
+        rows = await send_rows(self.app, self.users, done.rows)
+        turn.written()
+        await rows_written(self.users, rows)
         acknowledge(self.app, batch)
         for _, key, state in changed:
             self._written(key, number)

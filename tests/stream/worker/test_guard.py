@@ -35,6 +35,22 @@ def test_each_retry_starts_from_a_reset_and_the_last_failure_stops() -> None:
     assert events == ["reset", f"stop {EXIT_CODE}"]
 
 
+def test_a_failure_met_elsewhere_counts_as_the_first_attempt() -> None:
+    events: list[str] = []
+
+    async def work() -> None:
+        events.append("work")
+
+    guard = BatchGuard(attempts=2, backoff_s=0.0, stop=lambda code: events.append(f"stop {code}"))
+    assert asyncio.run(guard.run(work, reset=lambda: events.append("reset"), failure=OSError("in flight")))
+    assert events == ["reset", "work"]
+
+    events.clear()
+    once = BatchGuard(attempts=1, backoff_s=0.0, stop=lambda code: events.append(f"stop {code}"))
+    assert not asyncio.run(once.run(work, reset=lambda: events.append("reset"), failure=OSError("in flight")))
+    assert events == ["reset", f"stop {EXIT_CODE}"]
+
+
 def test_the_stop_ends_the_process_without_running_its_shutdown() -> None:
     script = textwrap.dedent(
         """
