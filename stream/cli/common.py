@@ -37,7 +37,7 @@ def add_loglevel(parser: argparse.ArgumentParser) -> None:
 
 def run_app(app: faust.App, loglevel: str) -> int:
     """Run a Faust app in this process until it is stopped."""
-    import faust
+    from stream.runtime.recovery import QuietWorker
 
-    faust.Worker(app, loglevel=loglevel).execute_from_commandline()
+    QuietWorker(app, loglevel=loglevel).execute_from_commandline()
     return 0

@@ -10,7 +10,10 @@ detectors, one batch after the other, and encodes the changed rows; then, once t
 before has published, the batch publishes its updates, shifts and dead letters and waits until
 Kafka has them; once the batch before has done as much and handed its rows to the producer, it
 writes each changed user's table row (the detector's state included) and waits for its
-changelog message; only then are its offsets acknowledged. So the agent admits batch N+1 while batch N is scored or waits on Kafka, and a
+changelog message; only then are its offsets acknowledged. So the agent admits batch N+1
+while batch N is scored or waits on Kafka; it takes the next batch once at most one batch
+waits for the scoring thread, so that under load what arrives meanwhile makes one larger
+batch instead of a queue of small ones, each with the scoring's fixed cost. And a
 committed offset never runs ahead of the changelog: after a crash, an event is either in the
 recovered row (its update and shift were published, and those of every earlier event of the
 user; its redelivery is recognised by offset) or it is redelivered and processed as new. A
@@ -90,13 +93,12 @@ Outcome = Admitted | Refused | Ignored
 @dataclass(frozen=True, slots=True)
 class Scoring:
     """What the scoring thread hands back for a batch: its updates and shifts, the time they took
-    (in all, and by stage), and its changed rows encoded, as ``(message, key, row)``."""
+    (in all, and by stage), and its changed rows encoded (in the order of the rows it was given)."""
 
-    admitted: Sequence[Admitted]
     scored: Scored
     seconds: float
     stages: dict[str, float]
-    rows: list[tuple[Message, bytes, bytes]]
+    encoded: list[bytes]
 
 
 class Interrupted(Exception):
@@ -177,6 +179,7 @@ class Worker:
         self.scoring = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="shiftwatch-scoring")
         self.unwritten: dict[bytes, tuple[UserState, int]] = {}  # rows batches in flight changed: state, batch
         self._batches_started = 0
+        self._scorings: list[concurrent.futures.Future[Scoring]] = []  # submitted, maybe not done
         self._register()
         add_views(self.app, self.users, lambda: self.serving, self.feed, registry, self.pipeline.pseudonyms, settings)
 
@@ -226,14 +229,15 @@ class Worker:
     # -- a batch ----------------------------------------------------------------------
 
     async def run(self, batch: Sequence[Message]) -> None:
-        """Begin the batch and wait for room in the flight; do again what failed."""
+        """Begin the batch, wait for room in the flight and for the scoring thread to catch up,
+        and do again what failed."""
         try:
             await self.begin(batch)
-            await self.flight.room()
-            if self.flight.failed:
-                await self.settle()
         except FlightFailed as failure:
             await self.retry(failure)
+        await self.flight.room()
+        await self._scoring_caught_up()
+        await self.recover()
 
     async def begin(self, batch: Sequence[Message]) -> None:
         """Begin every message of the batch (erasures once nothing is in flight); raise
@@ -307,11 +311,15 @@ class Worker:
     async def recover_soon(self) -> None:
         """A batch failed while the agent may be waiting for input: do it again without waiting."""
         async with between_batches(self.app):
-            if self.flight.failed:
-                try:
-                    await self.settle()
-                except FlightFailed as failure:
-                    await self.retry(failure)
+            await self.recover()
+
+    async def recover(self) -> None:
+        """Once a batch in flight has failed: wait for the others, then do again the failed ones."""
+        if self.flight.failed:
+            try:
+                await self.settle()
+            except FlightFailed as failure:
+                await self.retry(failure)
 
     def process(self, batch: Sequence[Message]) -> None:
         """Admit the messages (here, on the event loop) and start the rest as a batch in flight:
@@ -358,18 +366,28 @@ class Worker:
             rows.append((message, key, state.as_admitted()))
             self.unwritten[key] = (state, number)
         scoring = self.scoring.submit(self._score, admitted, rows)
+        self._scorings.append(scoring)
         self.flight.start(
             batch,
             functools.partial(
                 self.complete,
                 scoring=scoring,
+                admitted=admitted,
                 letters=letters,
                 batch=batch,
-                changed=rows,
+                rows=rows,
                 number=number,
                 ingested=ingested,
             ),
         )
+
+    async def _scoring_caught_up(self) -> None:
+        """Wait until at most one batch waits for the scoring thread: the messages fetched
+        meanwhile make the next batch, so under load batches grow instead of queueing."""
+        self._scorings = [f for f in self._scorings if not f.done()]
+        while len(self._scorings) > 1:
+            await asyncio.wait([asyncio.wrap_future(self._scorings[0])])
+            self._scorings = [f for f in self._scorings if not f.done()]
 
     def _score(self, admitted: Sequence[Admitted], rows: Sequence[tuple[Message, bytes, UserState]]) -> Scoring:
         """On the scoring thread, one batch after the other: the batch's updates and shifts, and
@@ -378,16 +396,16 @@ class Worker:
         scored = self.pipeline.score(admitted) if admitted else Scored([], [])
         seconds = time.perf_counter() - started
         stages = self.pipeline.scorer.times.reset()
-        encoded = [(message, key, encode_row(state)) for message, key, state in rows]
-        return Scoring(admitted, scored, seconds, stages, encoded)
+        return Scoring(scored, seconds, stages, [encode_row(state) for _, _, state in rows])
 
     async def complete(
         self,
         turn: Turn,
         scoring: concurrent.futures.Future[Scoring],
+        admitted: Sequence[Admitted],
         letters: Sequence[DeadLetter],
         batch: Sequence[Message],
-        changed: Sequence[tuple[Message, bytes, UserState]],
+        rows: Sequence[tuple[Message, bytes, UserState]],
         number: int,
         ingested: Sequence[float],
     ) -> None:
@@ -396,7 +414,7 @@ class Worker:
         its own, wait for their changelog messages, and only then acknowledge its offsets."""
         done = await asyncio.wrap_future(scoring)
         metrics = self.metrics
-        admitted, shifts = done.admitted, done.scored.shifts
+        shifts = done.scored.shifts
         if admitted:
             metrics.model_step.observe(done.seconds)
             metrics.batch_size.observe(len(admitted))
@@ -422,11 +440,12 @@ class Worker:
             metrics.event_to_publish.observe(max(0.0, published - a.ts / 1000))
             metrics.ingest_to_publish.observe(max(0.0, published - arrived))
         await turn.writing()
-        rows = await send_rows(self.app, self.users, done.rows)
+        encoded = [(message, key, row) for (message, key, _), row in zip(rows, done.encoded)]
+        sent = await send_rows(self.app, self.users, encoded)
         turn.written()
-        await rows_written(self.users, rows)
+        await rows_written(self.users, sent)
         acknowledge(self.app, batch)
-        for _, key, state in changed:
+        for _, key, state in rows:
             self._written(key, number)
             if self.activity is not None and state.last_ts is not None:
                 self.activity.touch(key, state.source_partition, state.last_ts)

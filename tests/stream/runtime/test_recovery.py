@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 
+import faust
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from stream.runtime.recovery import unknown_topics_after
+from stream.runtime.recovery import QuietWorker, unknown_topics_after
 
 PARTITIONS_OF_THE_LATE_TOPIC = 3
 CREATED_AFTER_S = 1.0
@@ -84,3 +86,14 @@ def test_a_topic_never_created_is_reported_missing_after_the_timeout(kafka_boots
 
     unknown, waited = asyncio.run(missing())
     assert unknown == {"never-created"} and waited >= 1
+
+
+@pytest.mark.parametrize(("worker", "debug_records"), [(faust.Worker, True), (QuietWorker, False)])
+def test_only_faust_s_own_worker_lowers_the_root_logger_to_debug(
+    worker: type[faust.Worker], debug_records: bool
+) -> None:
+    app = faust.App(f"quiet-{uuid.uuid4().hex}", broker="kafka://127.0.0.1:1")
+    root = logging.Logger("root-under-test", logging.WARNING)
+    root.addHandler(logging.NullHandler())
+    worker(app, loglevel="warn").on_setup_root_logger(root, logging.WARNING)
+    assert root.isEnabledFor(logging.DEBUG) is debug_records
