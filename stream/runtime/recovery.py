@@ -33,7 +33,7 @@ And one race leaves a topic unread for minutes:
    :class:`SafeConsumer` waits until the metadata lists every subscribed topic (at most
    :data:`TOPIC_WAIT_S`) before it subscribes.
 
-And one override for speed, with no race of its own to fix:
+And two overrides for speed, with no race of their own to fix:
 
 5. Faust hands each fetched message to its stream alone (:mod:`stream.runtime.bulk` says what
    that costs). :meth:`SafeConsumer._drain_messages` gives the messages of topics routed in

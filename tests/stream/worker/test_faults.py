@@ -1,5 +1,5 @@
-"""Fault injection on the real broker: fuzzed input, a worker killed while another runs, a broker
-restart. (A worker killed and restarted alone: tests/stream/worker/test_worker.py.)"""
+"""Fault injection on the real broker: fuzzed input, rows the broker refuses, a worker killed while
+another runs, a broker restart. (A worker killed and restarted alone: tests/stream/worker/test_worker.py.)"""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from collections import Counter
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from stream.ops.admin import wait_until_ready
+from stream.worker.guard import EXIT_CODE
 from stream.worker.validation import REASONS
 from tests.stream import hostile
 from tests.stream.conftest import consume, kill_inside_a_batch, produce, produce_to
@@ -159,6 +161,49 @@ def all_updates(bootstrap: str, stream: list, worker) -> list:
     wanted = {json.loads(value)["event_id"] for _, value in stream}
     complete = lambda records: wanted <= {json.loads(r.value)["event_id"] for r in records}  # noqa: E731
     return consume(bootstrap, UPDATES.name, worker=worker, until=complete, timeout=180)
+
+
+async def set_topic_configs(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
+    """Every config of ``topic`` (AlterConfigs resets those not given to the broker's defaults)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [response] = await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs)])
+        assert all(error == 0 for error, *_ in response.resources), response
+    finally:
+        await admin.close()
+
+
+@pytest.mark.kafka
+def test_batches_whose_rows_the_broker_refuses_are_retried_then_the_worker_stops_and_nothing_is_lost(
+    kafka_bootstrap, worker_factory, fresh_topics, stream_log, stream_checkpoint
+) -> None:
+    """The users changelog refuses every row (``max.message.bytes`` below any row's size), so
+    batches in flight fail after their updates are published: they are done again from the
+    table, and once the attempts are spent the worker stops without committing. With the
+    limit raised, a new worker gives every event its exact update (the ones published before
+    the failure again, identical)."""
+    checkpoint, _ = stream_checkpoint
+    stream = raw_messages(stream_log)
+    changelog = f"{fresh_topics}-users-changelog"  # as the worker would create it at its first start
+    configs = changelog_config(DAY_MS)
+    refusing = NewTopic(changelog, PARTITIONS, 1, topic_configs={**configs, "max.message.bytes": "100"})
+    asyncio.run(create_topic(kafka_bootstrap, refusing))
+    failing = worker_factory(batch_size="16").start()
+    produce(kafka_bootstrap, EVENTS.name, stream)
+    deadline = time.monotonic() + 120
+    while not failing.exited() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    log = failing.tail(10**7)
+    assert failing.returncode == EXIT_CODE, log[-3000:]
+    assert "attempt 1 of 3); retrying" in log and "attempt 2 of 3); retrying" in log
+    assert "A batch failed 3 time(s)" in log
+
+    asyncio.run(set_topic_configs(kafka_bootstrap, changelog, {**configs, "max.message.bytes": str(1 << 20)}))
+    worker = worker_factory(batch_size="16").start()
+    updates = all_updates(kafka_bootstrap, stream, worker)
+    check_every_event_has_its_exact_update(updates, stream_log, checkpoint)
+    assert not worker.exited()
 
 
 @pytest.mark.kafka
