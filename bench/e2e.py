@@ -29,7 +29,10 @@ timestamp is its production, which precedes its commit (and visibility to a comm
 by at most the commit interval.
 
 The load generator and the answer reader run in this process, on the same cores as the
-worker and the broker: ``achieved_eps`` and ``send_lag_ms_max`` say whether it kept up.
+worker and the broker: ``achieved_eps`` and ``send_lag_ms_max`` say whether it kept up. The
+generator sends what is due every ``TICK_S`` (5 ms) as one record batch per partition, which
+costs it about half the CPU of one ``producer.send`` per event (88 against 180 µs an event at
+2,000 events/s); the tick's delay is part of the latency measured.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ from typing import Any
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from bench.scoring import HEAD, TIMESLICE
 from bench.soak import DAY_MS
@@ -65,6 +70,7 @@ from stream.settings import Settings
 from topics.specs import EVENTS, INVALID, UPDATES
 
 GUARANTEES = ("at_least_once", "exactly_once")
+TICK_S = 0.005  # how often the load generator sends what is due
 
 TRIVIAL_AGENT = """
 import os, time, faust
@@ -151,28 +157,43 @@ class Offered:
 
 async def offer(bootstrap: str, events: Sequence[Event], rate: float | None) -> Offered:
     """Produce ``events`` open loop at ``rate`` per second (``None``: as fast as possible), each
-    stamped with its scheduled time; waits until the broker has them all."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2, acks=1, max_batch_size=256 * 1024)
+    stamped with its scheduled time; waits until the broker has them all.
+
+    Every tick sends the events due by then, as one record batch per partition (partitioned by
+    key as the Java client and aiokafka do): far cheaper per event than ``producer.send``, so
+    that the generator, on the worker's cores, takes as little of them as it can."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, max_batch_size=256 * 1024)
     await producer.start()
     scheduled_ms: list[int] = []
     deliveries = []
     lag = 0.0
     try:
+        partitions = sorted(await producer.partitions_for(EVENTS.name))
+        partition_of = {key: DefaultPartitioner()(key, partitions, partitions) for key in {e.key for e in events}}
         start = time.time() + 0.1
         i = 0
         while i < len(events):
             now = time.time()
             due = len(events) if rate is None else min(len(events), math.floor((now - start) * rate) + 1)
+            batches: dict[int, BatchBuilder] = {}
             while i < due:
                 at = now if rate is None else start + i / rate
-                lag = max(lag, time.time() - at)
+                lag = max(lag, now - at)
                 event = events[i]
                 stamp = int(at * 1000)
-                deliveries.append(await producer.send(EVENTS.name, event.value, key=event.key, timestamp_ms=stamp))
+                partition = partition_of[event.key]
+                batch = batches.get(partition)
+                if batch is None or batch.append(timestamp=stamp, key=event.key, value=event.value) is None:
+                    if batch is not None:  # full: send it, and start the partition's next batch
+                        deliveries.append(await producer.send_batch(batch, EVENTS.name, partition=partition))
+                    batch = batches[partition] = producer.create_batch()
+                    batch.append(timestamp=stamp, key=event.key, value=event.value)
                 scheduled_ms.append(stamp)
                 i += 1
+            for partition, batch in batches.items():
+                deliveries.append(await producer.send_batch(batch, EVENTS.name, partition=partition))
             if i < len(events) and rate is not None:
-                await asyncio.sleep(max(0.0005, start + i / rate - time.time()))
+                await asyncio.sleep(max(TICK_S, start + i / rate - time.time()))
         sent_by = time.time()
         await asyncio.gather(*deliveries)
     finally:

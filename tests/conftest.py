@@ -1,7 +1,10 @@
-"""Shared fixtures: paths to the shipped data, small models, tiny event logs."""
+"""Shared fixtures: paths to the shipped data, small models, tiny event logs, the Kafka broker."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,8 @@ import torch
 
 from model.net.config import ModelConfig
 from model.net.transformer import InterestTransformer, TokenBatch
+from stream.ops.admin import wait_until_ready
+from stream.ops.broker import EmbeddedBroker
 
 ROOT = Path(__file__).resolve().parent.parent
 TAOBAO_SAMPLE = ROOT / "data" / "taobao" / "UserBehavior_head_84475rows.csv.gz"
@@ -46,3 +51,24 @@ def random_batch(config: ModelConfig, batch: int, length: int, seed: int = 0) ->
         gaps=ids(config.n_gap_buckets),
         start_positions=torch.zeros(batch, dtype=torch.long),
     )
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker | None]:
+    """The embedded broker of the session; ``None`` when ``KAFKA_BOOTSTRAP`` names another."""
+    if os.environ.get("KAFKA_BOOTSTRAP"):
+        yield None
+        return
+    broker = EmbeddedBroker(tmp_path_factory.mktemp("kafka"))
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: EmbeddedBroker | None) -> str:
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP") or kafka_broker.bootstrap  # type: ignore[union-attr]
+    asyncio.run(wait_until_ready(bootstrap))
+    return bootstrap

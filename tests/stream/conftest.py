@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -18,8 +17,6 @@ from aiokafka.admin import AIOKafkaAdminClient
 from model.net.checkpoint import save_checkpoint
 from model.online.detector import ShiftDetector, save_detector
 from stream.ops.admin import recreate_topics as recreate_empty_topics
-from stream.ops.admin import wait_until_ready
-from stream.ops.broker import EmbeddedBroker
 from stream.ops.process import WorkerProcess
 from stream.settings import Settings
 from tests.stream.helpers import (
@@ -32,27 +29,6 @@ from tests.stream.helpers import (
 )
 from topics.schema import validator
 from topics.specs import EVENTS, OUTPUT_TOPICS, UPDATES
-
-
-@pytest.fixture(scope="session")
-def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker | None]:
-    """The embedded broker of the session; ``None`` when ``KAFKA_BOOTSTRAP`` names another."""
-    if os.environ.get("KAFKA_BOOTSTRAP"):
-        yield None
-        return
-    broker = EmbeddedBroker(tmp_path_factory.mktemp("kafka"))
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
-@pytest.fixture(scope="session")
-def kafka_bootstrap(kafka_broker: EmbeddedBroker | None) -> str:
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP") or kafka_broker.bootstrap  # type: ignore[union-attr]
-    asyncio.run(wait_until_ready(bootstrap))
-    return bootstrap
 
 
 def recreate_topics(bootstrap: str, partitions: int = PARTITIONS) -> None:
