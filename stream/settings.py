@@ -76,6 +76,12 @@ class Settings:
         "Batches the worker has begun and not yet made durable: the next batch is admitted and scored while "
         "earlier ones wait on Kafka (stream/runtime/inflight.py). Under `exactly_once` always 1.",
     )
+    batches_waiting_to_score: int = setting(
+        0,
+        "Batches admitted and waiting for the scoring thread before the worker takes the next one: 0 takes it "
+        "once the batch before is scored (while that one is published and written), so that what arrives "
+        "meanwhile makes one larger batch; 1 admits it while the batch before is scored.",
+    )
     batch_within_s: float = setting(
         0.05, "Longest wait to fill a batch of a downstream service, seconds (the worker takes what has been fetched)."
     )
@@ -189,6 +195,8 @@ class Settings:
             raise ValueError(f"SHIFTWATCH_PARTITIONS={self.partitions}: must be 1 or more")
         if self.batches_in_flight < 1:
             raise ValueError(f"SHIFTWATCH_BATCHES_IN_FLIGHT={self.batches_in_flight}: must be 1 or more")
+        if self.batches_waiting_to_score < 0:
+            raise ValueError(f"SHIFTWATCH_BATCHES_WAITING_TO_SCORE={self.batches_waiting_to_score}: must be 0 or more")
         if self.torch_threads < 0:
             raise ValueError(f"SHIFTWATCH_TORCH_THREADS={self.torch_threads}: must be 0 (automatic) or more")
         if self.erasure_deadline_s < 4:  # a quarter of it is a segment's lifetime: at least a second

@@ -11,9 +11,9 @@ before has published, the batch publishes its updates, shifts and dead letters a
 Kafka has them; once the batch before has done as much and handed its rows to the producer, it
 writes each changed user's table row (the detector's state included) and waits for its
 changelog message; only then are its offsets acknowledged. So the agent admits batch N+1
-while batch N is scored or waits on Kafka; it takes the next batch once at most one batch
-waits for the scoring thread, so that under load what arrives meanwhile makes one larger
-batch instead of a queue of small ones, each with the scoring's fixed cost. And a
+while batch N waits on Kafka (by default once batch N is scored: ``batches_waiting_to_score``,
+so that under load what arrives meanwhile makes one larger batch instead of a queue of small
+ones, each with the scoring's fixed cost). And a
 committed offset never runs ahead of the changelog: after a crash, an event is either in the
 recovered row (its update and shift were published, and those of every earlier event of the
 user; its redelivery is recognised by offset) or it is redelivered and processed as new. A
@@ -382,10 +382,11 @@ class Worker:
         )
 
     async def _scoring_caught_up(self) -> None:
-        """Wait until at most one batch waits for the scoring thread: the messages fetched
-        meanwhile make the next batch, so under load batches grow instead of queueing."""
+        """Wait until at most ``batches_waiting_to_score`` batches wait for the scoring thread:
+        the messages fetched meanwhile make the next batch, so under load batches grow instead
+        of queueing, each with the scoring's fixed cost."""
         self._scorings = [f for f in self._scorings if not f.done()]
-        while len(self._scorings) > 1:
+        while len(self._scorings) > self.settings.batches_waiting_to_score:
             await asyncio.wait([asyncio.wrap_future(self._scorings[0])])
             self._scorings = [f for f in self._scorings if not f.done()]
 
