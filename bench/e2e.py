@@ -12,7 +12,9 @@ and each processing guarantee (at-least-once, exactly-once), on freshly created 
 3. **Search**: the max sustainable rate. Events are offered open loop at a candidate rate,
    starting at the drain rate; the rate holds when, after the warm-up, the updates keep pace
    with the input within ``pace_tolerance`` and every event is answered within ``grace_s`` of
-   the end; otherwise the candidate shrinks by ``search_step``.
+   the end; otherwise the next candidate is ``search_step`` times the lower of the candidate and
+   the rate the updates came at while it was offered (``output_eps``: what the worker managed
+   under that load; a drain of users with no history yet can overstate it many times).
 4. **Levels**: open-loop latency at fixed offered rates (``offered_eps`` and ``half_of_max``
    of the max sustainable rate), ``level_seconds`` each after ``warmup_seconds``. A level
    above the max sustainable rate is reported as saturated, not run: past saturation a
@@ -282,6 +284,7 @@ class Level:
     p999_ms: float | None
     achieved_eps: float
     send_lag_ms_max: float
+    output_eps: float
     kept_pace: bool
 
 
@@ -357,10 +360,13 @@ class Bench:
         for _ in range(self.config.search_tries):
             level = self._level(worker, rate, self.config.search_seconds)
             trials.append(asdict(level))
-            print(f"  search {self.log.name} {self.guarantee}: {rate:,.0f} events/s kept pace: {level.kept_pace}")
+            print(
+                f"  search {self.log.name} {self.guarantee}: {rate:,.0f} events/s kept pace: {level.kept_pace} "
+                f"(updates at {level.output_eps:,.0f}/s)"
+            )
             if level.kept_pace:
                 break
-            rate *= self.config.search_step
+            rate = min(rate, level.output_eps) * self.config.search_step
         return trials
 
     def _levels(self, worker: WorkerProcess, best: float | None) -> list[dict[str, Any]]:
@@ -415,6 +421,7 @@ class Bench:
             p999_ms=percentile(latencies, 0.999),
             achieved_eps=round(offered.achieved_eps, 1),
             send_lag_ms_max=round(offered.send_lag_ms_max, 1),
+            output_eps=round(answered_in_window / max((end_ms - window_start) / 1000, 1e-3), 1),
             kept_pace=pace and in_time == len(measured_ids),
         )
 
@@ -547,7 +554,8 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         f"Max sustainable: the highest offered rate tried at which, after {setup['warmup_seconds']:g} s of warm-up "
         f"and over {setup['search_seconds']:g} s, the updates kept pace with the input within "
         f"{setup['pace_tolerance']:.0%} and every event was answered within {setup['grace_s']:g} s of the end "
-        f"(from the drain rate down by x{setup['search_step']:g}).",
+        f"(from the drain rate; after a failed try, x{setup['search_step']:g} the lower of the rate tried and the "
+        "rate the updates came at meanwhile).",
         "",
         "## Latency, open loop",
         "",
