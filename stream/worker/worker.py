@@ -13,13 +13,13 @@ writes each changed user's table row (the detector's state included) and waits f
 changelog message; only then are its offsets acknowledged. So the agent admits batch N+1
 while batch N waits on Kafka (by default once batch N is scored: ``batches_waiting_to_score``,
 so that under load what arrives meanwhile makes one larger batch instead of a queue of small
-ones, each with the scoring's fixed cost). And a
-committed offset never runs ahead of the changelog: after a crash, an event is either in the
-recovered row (its update and shift were published, and those of every earlier event of the
-user; its redelivery is recognised by offset) or it is redelivered and processed as new. A
-row that a batch in flight has changed and not yet written is read from memory
-(``Worker.unwritten``), never from the table. A failed batch fails those after it; they are
-done again from the table's rows (:class:`stream.worker.guard.BatchGuard`).
+ones, each with the scoring's fixed cost). And a committed offset never runs ahead of the
+changelog: after a crash, an event is either in the recovered row (its update and shift
+were published, and those of every earlier event of the user; its redelivery is recognised
+by offset) or it is redelivered and processed as new. A row that a batch in flight has
+changed and not yet written is read from memory (``Worker.unwritten``), never from the
+table. A failed batch fails those after it; they are done again from the table's rows
+(:class:`stream.worker.guard.BatchGuard`).
 
 The same agent reads ``privacy.forget-requests`` (co-partitioned: keyed by user), so an
 erasure is ordered with the user's events; it begins once no batch is in flight. So do the
