@@ -79,8 +79,8 @@ class Settings:
     batches_waiting_to_score: int = setting(
         0,
         "Batches admitted and waiting for the scoring thread before the worker takes the next one: 0 takes it "
-        "once the batch before is scored (while that one is published and written), so that what arrives "
-        "meanwhile makes one larger batch; 1 admits it while the batch before is scored.",
+        "once the batch before is scored and has published (while that one waits for Kafka and is written), so "
+        "that what arrives meanwhile makes one larger batch; 1 admits it while the batch before is scored.",
     )
     batch_within_s: float = setting(
         0.05, "Longest wait to fill a batch of a downstream service, seconds (the worker takes what has been fetched)."

@@ -14,7 +14,8 @@ waits on Kafka, and keeps the order where it matters, by :class:`Turn`:
   lands before the outputs of the events it holds (a row holds every earlier event of its
   user, including those of earlier batches) and one user's rows reach the changelog in order.
 
-At most ``depth`` batches are in flight (:meth:`InFlight.room`). A batch that fails before one
+At most ``depth`` batches are in flight (:meth:`InFlight.room`); :meth:`InFlight.published` waits
+for the batch started last to publish. A batch that fails before one
 of its ordered steps fails every later batch at that step (:class:`EarlierBatchFailed`), so
 nothing after a failure publishes or writes a row on top of it; :meth:`InFlight.settle` waits
 for all of them and raises :class:`FlightFailed` with the failed batches' items, in order, to
@@ -149,6 +150,11 @@ class InFlight:
         """Wait until fewer than ``depth`` batches are in flight, or one has failed."""
         while not self.failed and len(running := self._running()) >= self.depth:
             await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+
+    async def published(self) -> None:
+        """Wait until the batch started last has published (or failed)."""
+        if self._last is not None:
+            await asyncio.shield(self._last.published)
 
     async def drained(self) -> None:
         """Wait until every batch started has finished its work (done or failed)."""

@@ -11,14 +11,14 @@ before has published, the batch publishes its updates, shifts and dead letters a
 Kafka has them; once the batch before has done as much and handed its rows to the producer, it
 writes each changed user's table row (the detector's state included) and waits for its
 changelog message; only then are its offsets acknowledged. So the agent admits batch N+1
-while batch N waits on Kafka (by default once batch N is scored: ``batches_waiting_to_score``,
-so that under load what arrives meanwhile makes one larger batch instead of a queue of small
-ones, each with the scoring's fixed cost). And a committed offset never runs ahead of the
-changelog: after a crash, an event is either in the recovered row (its update and shift
-were published, and those of every earlier event of the user; its redelivery is recognised
-by offset) or it is redelivered and processed as new. A row that a batch in flight has
-changed and not yet written is read from memory (``Worker.unwritten``), never from the
-table. A failed batch fails those after it; they are done again from the table's rows
+while batch N waits on Kafka (by default once batch N is scored and has published:
+``batches_waiting_to_score``, so that under load what arrives meanwhile makes one larger
+batch instead of a queue of small ones, each with the scoring's fixed cost). And a committed
+offset never runs ahead of the changelog: after a crash, an event is either in the recovered
+row (its update and shift were published, and those of every earlier event of the user; its
+redelivery is recognised by offset) or it is redelivered and processed as new. A row that a
+batch in flight has changed and not yet written is read from memory (``Worker.unwritten``),
+never from the table. A failed batch fails those after it; they are done again from the table's rows
 (:class:`stream.worker.guard.BatchGuard`).
 
 The same agent reads ``privacy.forget-requests`` (co-partitioned: keyed by user), so an
@@ -389,6 +389,8 @@ class Worker:
         while len(self._scorings) > self.settings.batches_waiting_to_score:
             await asyncio.wait([asyncio.wrap_future(self._scorings[0])])
             self._scorings = [f for f in self._scorings if not f.done()]
+        if not self._scorings:  # the batch before is scored: it publishes before the next is admitted
+            await self.flight.published()
 
     def _score(self, admitted: Sequence[Admitted], rows: Sequence[tuple[Message, bytes, UserState]]) -> Scoring:
         """On the scoring thread, one batch after the other: the batch's updates and shifts, and

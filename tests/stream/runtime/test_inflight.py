@@ -86,3 +86,35 @@ def test_a_batch_after_an_unsettled_failure_fails_too() -> None:
     failure = asyncio.run(scenario())
     assert failure.items == ["x", "y"] and isinstance(failure.error, ValueError)
     assert not isinstance(failure.error, EarlierBatchFailed)
+
+
+def test_published_waits_for_the_batch_started_last_to_publish_or_fail() -> None:
+    async def scenario() -> list[str]:
+        flight, seen = InFlight(depth=2), []
+        release = asyncio.Event()
+
+        async def publishes(turn: Turn) -> None:
+            await release.wait()
+            seen.append("published")
+            turn.published()
+            await turn.writing()
+
+        async def fails(turn: Turn) -> None:
+            raise OSError("broker went away")
+
+        await flight.published()  # nothing started: nothing to wait for
+        flight.start(["a"], publishes)
+        waiting = asyncio.ensure_future(flight.published())
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        release.set()
+        await waiting
+        seen.append("waited")
+        flight.start(["b"], fails)
+        await flight.published()  # a failed batch will never publish: no wait for ever
+        seen.append("failed")
+        with pytest.raises(FlightFailed):
+            await flight.settle()
+        return seen
+
+    assert asyncio.run(scenario()) == ["published", "waited", "failed"]
