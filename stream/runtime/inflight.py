@@ -14,12 +14,11 @@ waits on Kafka, and keeps the order where it matters, by :class:`Turn`:
   lands before the outputs of the events it holds (a row holds every earlier event of its
   user, including those of earlier batches) and one user's rows reach the changelog in order.
 
-At most ``depth`` batches are in flight (:meth:`InFlight.room`); :meth:`InFlight.published` waits
-for the batch started last to publish. A batch that fails before one
-of its ordered steps fails every later batch at that step (:class:`EarlierBatchFailed`), so
-nothing after a failure publishes or writes a row on top of it; :meth:`InFlight.settle` waits
-for all of them and raises :class:`FlightFailed` with the failed batches' items, in order, to
-be done again.
+At most ``depth`` batches are in flight (:meth:`InFlight.room`); :meth:`InFlight.published`
+waits for the batch started last to publish. A batch that fails before one of its ordered
+steps fails every later batch at that step (:class:`EarlierBatchFailed`), so nothing after a
+failure publishes or writes a row on top of it; :meth:`InFlight.settle` waits for all of them
+and raises :class:`FlightFailed` with the failed batches' items, in order, to be done again.
 
 >>> import functools
 >>> async def three_batches() -> list[str]:

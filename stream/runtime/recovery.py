@@ -48,9 +48,9 @@ And two overrides for speed, with no race of their own to fix:
 that every event gets its update; ``tests/stream/worker/test_faults.py`` that under exactly-once a
 killed worker's updates are committed once each; ``tests/stream/runtime/test_recovery.py`` that a
 subscription waits for a topic created after it was asked for, and that the root logger of a
-:class:`QuietWorker` keeps its level. Every worker test reads its input
-through the bulk path; the first of ``test_worker.py`` checks that every input message is counted
-and every offset committed.
+:class:`QuietWorker` keeps its level. Every worker test reads its input through the bulk path;
+the first of ``test_worker.py`` checks that every input message is counted and every offset
+committed.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ offset never runs ahead of the changelog: after a crash, an event is either in t
 row (its update and shift were published, and those of every earlier event of the user; its
 redelivery is recognised by offset) or it is redelivered and processed as new. A row that a
 batch in flight has changed and not yet written is read from memory (``Worker.unwritten``),
-never from the table. A failed batch fails those after it; they are done again from the table's rows
-(:class:`stream.worker.guard.BatchGuard`).
+never from the table. A failed batch fails those after it; they are done again from the
+table's rows (:class:`stream.worker.guard.BatchGuard`).
 
 The same agent reads ``privacy.forget-requests`` (co-partitioned: keyed by user), so an
 erasure is ordered with the user's events; it begins once no batch is in flight. So do the
@@ -31,9 +31,9 @@ between batches, so one batch is in flight at a time.
 
 Messages go straight to the producer, not through Faust's ``topic.send`` or table assignment:
 inside an agent ``topic.send`` attaches the message to the offset and publishes it at the
-next commit (seconds of latency), and rows are written by :func:`stream.runtime.durable.write_rows`
-(a table assignment's changelog message may still sit in Faust's buffer when the offsets
-are committed).
+next commit (seconds of latency), and rows are written by :func:`stream.runtime.durable.send_rows`
+and awaited by :func:`~stream.runtime.durable.rows_written` (a table assignment's changelog
+message may still sit in Faust's buffer when the offsets are committed).
 """
 
 from __future__ import annotations
@@ -64,7 +64,6 @@ from stream.runtime.durable import (
     schedule_segment_rolls,
     send_rows,
     transactional_id,
-    write_rows,
 )
 from stream.runtime.inflight import FlightFailed, InFlight, Turn
 from stream.runtime.recovery import between_batches
@@ -442,16 +441,22 @@ class Worker:
         for a, arrived in zip(admitted, ingested):
             metrics.event_to_publish.observe(max(0.0, published - a.ts / 1000))
             metrics.ingest_to_publish.observe(max(0.0, published - arrived))
-        await turn.writing()
-        encoded = [(message, key, row) for (message, key, _), row in zip(rows, done.encoded)]
-        sent = await send_rows(self.app, self.users, encoded)
-        turn.written()
-        await rows_written(self.users, sent)
+        await self._write_rows(
+            turn, [(message, key, row) for (message, key, _), row in zip(rows, done.encoded, strict=True)]
+        )
         acknowledge(self.app, batch)
         for _, key, state in rows:
             self._written(key, number)
             if self.activity is not None and state.last_ts is not None:
                 self.activity.touch(key, state.source_partition, state.last_ts)
+
+    async def _write_rows(self, turn: Turn, rows: Sequence[tuple[Message, bytes, bytes | None]]) -> None:
+        """Once the batch before has handed its rows to the producer, write these (``None``
+        deletes) and wait for their changelog messages, letting the next batch write meanwhile."""
+        await turn.writing()
+        sent = await send_rows(self.app, self.users, rows)
+        turn.written()
+        await rows_written(self.users, sent)
 
     def _next_batch(self) -> int:
         self._batches_started += 1
@@ -537,6 +542,8 @@ class Worker:
     async def complete_erasure(
         self, turn: Turn, message: Message, number: int = 0, key: bytes | None = None, refused: DeadLetter | None = None
     ) -> None:
+        """The rest of a forget request in flight: its tombstones (or its dead letter, ``refused``)
+        in turn, then its row deleted in turn, then its offset acknowledged."""
         await turn.publishing()
         if refused is not None:
             sent = [await self.send(INVALID.name, None, refused.dumps(), message.partition)]
@@ -548,9 +555,8 @@ class Worker:
             ]
         turn.published()
         await asyncio.gather(*sent)
-        await turn.writing()
+        await self._write_rows(turn, [] if key is None else [(message, key, None)])
         if key is not None:
-            await write_rows(self.app, self.users, [(message, key, None)])
             self._written(key, number)
             self.metrics.forgotten.inc()
         acknowledge(self.app, [message])
