@@ -460,17 +460,17 @@ class IncrementalEngine:
 
         x = model.embed(tokens[:, 0], tokens[:, 1], tokens[:, 2], tokens[:, 3])
         cos, sin = model.rotary(positions)
-        cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
+        cos, sin = cos[:, None, None], sin[:, None, None]  # broadcast over (query, key) and heads
         ring = positions % config.window
         h = x
         for layer, block in enumerate(cast(Sequence[Block], model.blocks)):
             attention = block.attn
             qkv = attention.qkv(block.ln_attn(h)).view(len(h), 3, attention.n_heads, attention.head_dim)
-            q, k, v = apply_rotary(qkv[:, 0], cos, sin), apply_rotary(qkv[:, 1], cos, sin), qkv[:, 2]
-            q = q * attention.head_dim**-0.5
+            rotated = apply_rotary(qkv[:, :2], cos, sin)  # queries and keys in one pass
+            q, k, v = rotated[:, 0] * attention.head_dim**-0.5, rotated[:, 1], qkv[:, 2]
             ring_keys = s.keys[layer].index_select(0, row_slots).float()  # (N, heads, W, head_dim)
             ring_values = s.values[layer].index_select(0, row_slots).float()
-            ring_scores = (ring_keys * q[:, :, None]).sum(-1).masked_fill_(~ring_visible, NEG_INF)
+            ring_scores = (q[:, :, None] @ ring_keys.transpose(-1, -2))[:, :, 0].masked_fill_(~ring_visible, NEG_INF)
             pair_scores = (q.index_select(0, pair_rows) * k.index_select(0, pair_keys)).sum(-1)  # (P, heads)
             ring_weights, pair_weights = split_softmax(ring_scores, pair_scores, pair_rows)
             attended = (ring_weights[:, :, None] @ ring_values)[:, :, 0]

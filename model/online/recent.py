@@ -52,16 +52,25 @@ from model.online.readout import Readout, readout
 class TokenWindows:
     """Token windows, flat: window ``w`` is rows ``starts[w] : starts[w] + lengths[w]`` of
     ``tokens[rows]`` ``(N, 4)`` (item, category, behaviour, gap ids), in event order.
-    ``rows`` (``None``: every row of ``tokens`` in order) lets windows share a token row.
+    ``rows`` (``None``: every row of ``tokens`` in order) lets windows share a token row;
+    ``positions`` is then each token row's place in its user's stream (any origin: attention
+    reads only differences of positions), so that a shared row is rotated once.
 
-    >>> shared = TokenWindows(np.array([[5, 2, 2, 0], [6, 3, 2, 4], [6, 3, 2, 0]]), np.array([2, 1]), np.array([0, 1, 2]))
-    >>> shared.tokens[shared.token_rows, 3].tolist(), shared.starts.tolist()
-    ([0, 4, 0], [0, 2])
+    >>> shared = TokenWindows(np.array([[5, 2, 2, 0], [6, 3, 2, 4], [6, 3, 2, 0]]), np.array([2, 1]), np.array([0, 1, 2]), np.array([7, 8, 8]))
+    >>> shared.tokens[shared.token_rows, 3].tolist(), shared.starts.tolist(), shared.token_positions.tolist()
+    ([0, 4, 0], [0, 2], [7, 8, 8])
+    >>> TokenWindows.of([np.zeros((2, 4)), np.zeros((1, 4))]).token_positions.tolist()
+    [0, 1, 0]
     """
 
     tokens: np.ndarray
     lengths: np.ndarray
     rows: np.ndarray | None = None
+    positions: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if (self.rows is None) != (self.positions is None):
+            raise ValueError("shared rows need their positions, and positions are only for shared rows")
 
     @property
     def starts(self) -> np.ndarray:
@@ -71,6 +80,14 @@ class TokenWindows:
     def token_rows(self) -> np.ndarray:
         """The row of ``tokens`` of each window row, ``(N,)``."""
         return np.arange(int(self.lengths.sum())) if self.rows is None else self.rows
+
+    @property
+    def token_positions(self) -> np.ndarray:
+        """The rotary position of each row of ``tokens``, ``(len(tokens),)``: ``positions``, or
+        each row's place in its window."""
+        if self.positions is not None:
+            return self.positions
+        return np.arange(len(self.tokens)) - np.repeat(self.starts, self.lengths)
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -110,13 +127,16 @@ def window_interest(model: InterestTransformer, windows: TokenWindows, k: int) -
     groups = equal_runs(lengths)
     distinct_x = model.embed(distinct[:, 0], distinct[:, 1], distinct[:, 2], distinct[:, 3])
     x = distinct_x[rows]
-    cos, sin = (table[steps][:, None] for table in model.rotary(torch.arange(int(lengths[-1]))))  # broadcast over heads
+    distinct_cos, distinct_sin = (t[:, None, None] for t in model.rotary(torch.from_numpy(windows.token_positions)))
+    cos, sin = distinct_cos[rows], distinct_sin[rows]  # (rows, 1, 1, head_dim): over (query, key) and heads
     masks = {length: band_mask(length, config.window) for length in np.unique(lengths).tolist()}
     blocks = cast(Sequence[Block], model.blocks)
     h = x
     for layer, block in enumerate(blocks[:-1]):
         q, key, value = (
-            _projected(block, distinct_x, cos, sin, rows=rows) if layer == 0 else _projected(block, h, cos, sin)
+            _projected(block, distinct_x, distinct_cos, distinct_sin, rows=rows)
+            if layer == 0
+            else _projected(block, h, cos, sin)
         )
         attended = torch.empty_like(q)
         for w0, w1, r0, r1 in groups:
@@ -165,20 +185,22 @@ def _projected(
     block: Block, h: Tensor, cos: Tensor, sin: Tensor, queries: Tensor | None = None, rows: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """A block's rotated queries (of the rows ``queries``, or all), keys and values of rows
-    ``h (N, d)`` (or of ``h[rows]``, projected before they are gathered), each ``(rows, heads, head_dim)``."""
+    ``h (N, d)`` (or of ``h[rows]``, projected and rotated before they are gathered), each
+    ``(rows, heads, head_dim)``; ``cos``/``sin`` ``(N, 1, 1, head_dim)`` are the rows' rotations."""
     attention = block.attn
     y = block.ln_attn(h)
     shape = (attention.n_heads, attention.head_dim)
     d = y.shape[-1]
     weight, bias = attention.qkv.weight, attention.qkv.bias
     if queries is None:
-        qkv = attention.qkv(y)
-        qkv = (qkv if rows is None else qkv[rows]).view(len(cos), 3, *shape)
-        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
-        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
+        qkv = attention.qkv(y).view(len(y), 3, *shape)
+        rotated = apply_rotary(qkv[:, :2], cos, sin)  # queries and keys in one pass
+        if rows is not None:
+            rotated, qkv = rotated[rows], qkv[rows]
+        return rotated[:, 0], rotated[:, 1], qkv[:, 2]
     q = F.linear(y[queries], weight[:d], bias[:d]).view(len(queries), *shape)
     kv = F.linear(y, weight[d:], bias[d:]).view(len(y), 2, *shape)
-    return apply_rotary(q, cos[queries], sin[queries]), apply_rotary(kv[:, 0], cos, sin), kv[:, 1]
+    return apply_rotary(q, cos[queries, 0], sin[queries, 0]), apply_rotary(kv[:, 0], cos[:, 0], sin[:, 0]), kv[:, 1]
 
 
 def equal_runs(lengths: np.ndarray) -> list[tuple[int, int, int, int]]:

@@ -234,6 +234,7 @@ class BatchTokens:
         of their common events (a window that does not follow on from the user's rows, as
         after a reorder, starts them afresh)."""
         events: list[StoredEvent] = []
+        event_positions: list[int] = []
         previous: list[int | None] = []
         known: dict[str, tuple[int, list[int]]] = {}  # user -> (position of their first row, rows by position)
         rows: list[int] = []
@@ -249,6 +250,7 @@ class BatchTokens:
                 kept = w.events[start:]
                 user_rows.extend(range(len(events), len(events) + len(kept)))
                 events.extend(kept)
+                event_positions.extend(range(w.first_position + start, w.position + 1))
                 previous.append(w.events[start - 1].ts if start else w.before_ts)
                 previous.extend(map(_TS, kept[:-1]))
             window_rows = user_rows[position - base : w.position - base + 1]
@@ -265,7 +267,9 @@ class BatchTokens:
         used, rows_a = np.unique(rows_a, return_inverse=True)  # the rows some window reads, no others
         categories = list(map(_CATEGORY, events))
         categories += [categories[r] for r in openers]
-        recent = TokenWindows(np.concatenate([tokens, opening])[used], lengths_a, rows_a)
+        positions = np.asarray(event_positions, dtype=np.int64)
+        positions = np.concatenate([positions, positions[openers]])[used]
+        recent = TokenWindows(np.concatenate([tokens, opening])[used], lengths_a, rows_a, positions)
         return cls(tokens[newest], recent, [categories[r] for r in used.tolist()])
 
 
