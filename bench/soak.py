@@ -1,11 +1,14 @@
 """Soak test (``make soak``, not in CI): one worker, a million events or more, memory watched.
 
-The shipped Taobao sample is replayed round after round into an embedded Apache Kafka, each
-round's users renamed (``<user>~<round>``) and its event time moved past the previous round,
-so new users keep arriving while earlier ones fall silent. The worker runs with a state TTL,
+A shipped Taobao log (by default the 66,454-user time slice, so that tens of thousands of users
+are live at once) is replayed round after round into an embedded Apache Kafka, each round's
+users renamed (``<user>~<round>``) and its event time moved a day past the previous round, so
+new users keep arriving while earlier ones fall silent. The worker runs with a state TTL,
 so its sweeper evicts the silent ones (tombstones in the changelog). Every few seconds the
 worker's resident memory (``VmRSS``) and its metrics (table rows, users evicted, cache) are
-sampled. Written: JSON, a Markdown report, and a plot of memory and rows against events.
+sampled. Written: JSON, a Markdown report, and a plot of memory and rows against events;
+the figures are events/s, the RSS peak of each quarter of the run (bounded: the last within
+10% of the second) and the RSS per 10,000 live users (:func:`rss_per_live_users`).
 
     python -m bench.soak --events 1000000 --json bench/results/soak.json --report bench/results/soak.md
 """
@@ -23,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
@@ -142,9 +146,26 @@ def run_soak(
     return summarise(samples, total, ttl_s)
 
 
+def rss_per_live_users(samples: list[dict], users: int = 10_000) -> float | None:
+    """MiB of resident memory per ``users`` live users: the least-squares slope of RSS against
+    table rows while the rows only grow, before the TTL has evicted anyone (later rounds reuse
+    the memory evicted users left, which the bounded check covers); ``None`` when the rows grew
+    by fewer than 1,000.
+
+    >>> rss_per_live_users([{"rss_mb": 500 + r / 100, "table_rows": r, "users_expired": 0} for r in (0, 2_000, 6_000)])
+    100.0
+    """
+    filling = [s for s in samples if s["users_expired"] == 0]
+    rows = np.array([s["table_rows"] for s in filling], dtype=np.float64)
+    if len(filling) < 3 or np.ptp(rows) < 1_000:
+        return None
+    slope = np.polyfit(rows, np.array([s["rss_mb"] for s in filling]), 1)[0]
+    return round(float(slope) * users, 1)
+
+
 def summarise(samples: list[dict], total: int, ttl_s: float) -> dict[str, Any]:
     """Memory in each quarter of the run (by events processed): bounded if the last quarter's
-    peak is within 10% of the second quarter's."""
+    peak is within 10% of the second quarter's; and per 10,000 live users."""
     quarters = [
         [s for s in samples if q * total / 4 <= s["events"] < (q + 1) * total / 4 or (q == 3 and s["events"] >= total)]
         for q in range(4)
@@ -159,6 +180,7 @@ def summarise(samples: list[dict], total: int, ttl_s: float) -> dict[str, Any]:
         "rss_peak_mb_by_quarter": peaks,
         "rss_bounded": bool(peaks[1] and peaks[3] and peaks[3] <= 1.1 * peaks[1]),
         "table_rows_max": max(s["table_rows"] for s in samples),
+        "rss_mb_per_10k_live_users": rss_per_live_users(samples),
         "users_expired": samples[-1]["users_expired"],
         "samples": samples,
     }
@@ -185,6 +207,7 @@ def write_report(results: dict, path: Path) -> None:
     plot = path.with_suffix(".png")
     figure.savefig(plot, dpi=90)
     peaks = results["rss_peak_mb_by_quarter"]
+    per_users = "-" if results["rss_mb_per_10k_live_users"] is None else f"{results['rss_mb_per_10k_live_users']:,}"
     path.write_text(
         f"# Soak: {results['events']:,} events through one worker\n\n"
         f"`python -m bench.soak` (`make soak`). State TTL {results['state_ttl_s']:g} s of event time, "
@@ -195,6 +218,7 @@ def write_report(results: dict, path: Path) -> None:
         f"| RSS peak by quarter of the run (MiB) | {', '.join(f'{p:,.0f}' for p in peaks if p is not None)} |\n"
         f"| RSS bounded (last quarter within 10% of the second) | {'yes' if results['rss_bounded'] else 'no'} |\n"
         f"| table rows, most at once | {results['table_rows_max']:,} |\n"
+        f"| RSS per 10,000 live users, while the first users arrive (MiB) | {per_users} |\n"
         f"| users evicted by the TTL | {results['users_expired']:,} |\n\n"
         f"![memory and rows]({plot.name})\n"
     )
@@ -202,7 +226,12 @@ def write_report(results: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("data/taobao/UserBehavior_head_84475rows.csv.gz"))
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path("data/taobao/UserBehavior_timeslice_20171126_0900-1110.csv.gz"),
+        help="log replayed round after round (default: the 66,454-user time slice, so that tens of thousands are live)",
+    )
     parser.add_argument("--checkpoint", type=Path, default=Path("checkpoints/taobao"))
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument(
@@ -217,7 +246,8 @@ def main() -> None:
     print(
         f"{results['events']:,} events at {results['events_per_second']:,}/s; "
         f"RSS peaks by quarter {results['rss_peak_mb_by_quarter']} MiB; bounded: {results['rss_bounded']}; "
-        f"rows at most {results['table_rows_max']:,}; evicted {results['users_expired']:,}"
+        f"rows at most {results['table_rows_max']:,}; evicted {results['users_expired']:,}; "
+        f"RSS per 10,000 live users {results['rss_mb_per_10k_live_users']} MiB"
     )
 
 

@@ -45,10 +45,21 @@ def new_app(settings: Settings, app_id: str, datadir: Path, **options: Any) -> t
     return app, registry
 
 
-def new_table(app: faust.App, name: str, **options: Any) -> faust.Table:
-    """``app.Table(name, **options)``, typed as the class it is: the durable writes
-    (:mod:`stream.runtime.durable`) use its store and serializers, which ``TableT`` does not declare."""
-    return cast(faust.Table, app.Table(name, **options))
+def store_options(settings: Settings) -> dict[str, int]:
+    """RocksDB options of each partition of a table, within ``settings.store_memory_mb``: two
+    write buffers of a quarter each and a block cache of half. Faust's own (three write buffers
+    of 64 MiB and a 2 GiB block cache, each partition) let a worker grow by gigabytes with the
+    rows it writes (``make soak``)."""
+    budget = settings.store_memory_mb * 2**20
+    return {"write_buffer_size": budget // 4, "max_write_buffer_number": 2, "block_cache_size": budget // 2}
+
+
+def new_table(app: faust.App, name: str, settings: Settings, **options: Any) -> faust.Table:
+    """``app.Table(name, **options)`` on the settings' partitions and store memory, typed as the
+    class it is: the durable writes (:mod:`stream.runtime.durable`) use its store and
+    serializers, which ``TableT`` does not declare."""
+    table = app.Table(name, partitions=settings.partitions, options=store_options(settings), **options)
+    return cast(faust.Table, table)
 
 
 def new_user_table(app: faust.App, name: str, settings: Settings, help: str) -> faust.Table:
@@ -57,7 +68,7 @@ def new_user_table(app: faust.App, name: str, settings: Settings, help: str) -> 
     return new_table(
         app,
         name,
-        partitions=settings.partitions,
+        settings,
         key_type=bytes,
         value_type=bytes,
         help=help,

@@ -102,8 +102,8 @@ class WindowedTable:
     table: faust.Table
 
     @classmethod
-    def create(cls, app: faust.App, kind: str, window: WindowT, size_s: float, partitions: int) -> WindowedTable:
-        table = new_table(app, f"demand_{kind}", partitions=partitions, help=f"category demand per {kind} window")
+    def create(cls, app: faust.App, kind: str, window: WindowT, size_s: float, settings: Settings) -> WindowedTable:
+        table = new_table(app, f"demand_{kind}", settings, help=f"category demand per {kind} window")
         table.using_window(window)  # Faust's windowed changelog (compacted and deleted); keys are written as is
         return cls(kind, size_s, window, table)
 
@@ -152,26 +152,26 @@ class DemandService:
                 "tumbling",
                 TumblingWindow(settings.demand_tumbling_s),
                 settings.demand_tumbling_s,
-                settings.partitions,
+                settings,
             ),
             "hopping": WindowedTable.create(
                 app,
                 "hopping",
                 HoppingWindow(settings.demand_hopping_s, settings.demand_hop_s),
                 settings.demand_hopping_s,
-                settings.partitions,
+                settings,
             ),
         }
         self.totals = new_table(
             app,
             "demand_totals",
-            partitions=settings.partitions,
+            settings,
             help="category demand since the start, and its recent shift ids",
         )
         self.clocks = new_table(
             app,
             "demand_clock",
-            partitions=settings.partitions,
+            settings,
             help="'partition N' -> shifts partition -> event time (ms) announced",
         )
         self.grace_ms = round(settings.demand_grace_s * 1000)
